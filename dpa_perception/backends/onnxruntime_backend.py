@@ -1,0 +1,89 @@
+"""ONNX Runtime backend (CPU): runs both the FP32 and the QDQ INT8 variant on every machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dpa_perception.backends.base import Placement
+from dpa_perception.core.errors import BackendError, ConfigError
+
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """Session options. Defaults measured on a shared 2-core VM (see README, "ONNX Runtime threads")."""
+
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    allow_spinning: bool = False
+    graph_optimization: str = "all"
+
+    def validate(self) -> None:
+        if self.intra_op_threads < 0 or self.inter_op_threads < 0:
+            raise ConfigError("thread counts must be >= 0 (0 = ONNX Runtime's default)")
+        if self.graph_optimization not in _OPT_LEVELS:
+            raise ConfigError(f"graph_optimization must be one of {', '.join(_OPT_LEVELS)}")
+
+
+def session_options(opts: OrtOptions):  # -> ort.SessionOptions
+    import onnxruntime as ort
+
+    opts.validate()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = opts.intra_op_threads
+    so.inter_op_num_threads = opts.inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spin = "1" if opts.allow_spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[opts.graph_optimization]
+    so.log_severity_level = 3
+    return so
+
+
+class OnnxRuntimeSession:
+    """A :class:`~dpa_perception.backends.base.BackendSession` over ``onnxruntime.InferenceSession``."""
+
+    def __init__(self, model_path: Path, placement: Placement, options: OrtOptions | None = None):
+        import onnxruntime as ort
+
+        if placement.device != "cpu":
+            raise ConfigError(
+                f"the onnxruntime backend runs on the CPU; placement {placement} needs backend tensorrt"
+            )
+        self.placement = placement
+        self.options = options or OrtOptions()
+        self.model_path = model_path
+        try:
+            self._session = ort.InferenceSession(
+                str(model_path), session_options(self.options), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+            raise BackendError(f"{model_path}: ONNX Runtime cannot load it ({exc})") from exc
+        self.input_name = self._session.get_inputs()[0].name
+        self._output_name = self._session.get_outputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run([self._output_name], {self.input_name: batch})[0]
+
+    def describe(self) -> dict:
+        return {
+            "backend": "onnxruntime",
+            "placement": str(self.placement),
+            "file": self.model_path.name,
+            "intra_op_threads": self.options.intra_op_threads,
+            "allow_spinning": self.options.allow_spinning,
+            "graph_optimization": self.options.graph_optimization,
+        }
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]

@@ -1,0 +1,168 @@
+"""DualModeEngine: both precision variants of one detector loaded at once, either run per call."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpa_perception.backends.base import BackendSession, Placement, parse_placement
+from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions
+from dpa_perception.core.errors import ConfigError
+from dpa_perception.core.manifest import load_manifest, manifest_spec
+from dpa_perception.core.postprocess import DecodeConfig, decode_batch
+from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
+from dpa_perception.core.types import MODES, BatchResult, Mode, StageTiming
+
+BACKENDS = ("onnxruntime", "tensorrt")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else float("nan")
+
+
+class LatencyStats:
+    """Rolling per-frame inference latency of one mode."""
+
+    def __init__(self, window: int = 512):
+        self.per_frame_ms: deque[float] = deque(maxlen=window)
+        self.calls = 0
+        self.frames = 0
+
+    def add(self, batch_ms: float, batch_size: int) -> None:
+        self.calls += 1
+        self.frames += batch_size
+        self.per_frame_ms.append(batch_ms / max(batch_size, 1))
+
+    def summary(self) -> dict[str, float]:
+        v = list(self.per_frame_ms)
+        return {
+            "calls": self.calls,
+            "frames": self.frames,
+            "p50_ms": percentile(v, 50),
+            "p95_ms": percentile(v, 95),
+        }
+
+
+def _open_session(
+    engine_dir: Path, manifest: dict[str, Any], mode: Mode, backend: str, placement: Placement,
+    ort_options: OrtOptions, max_batch: int,
+) -> BackendSession:  # fmt: skip
+    if backend == "onnxruntime":
+        return OnnxRuntimeSession(engine_dir / manifest["variants"][mode]["file"], placement, ort_options)
+    from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
+
+    return load_tensorrt_session(engine_dir, manifest, mode, placement, max_batch=max_batch)
+
+
+class DualModeEngine:
+    """Holds the INT8 and the high-precision variant of one detector; ``infer`` runs either.
+
+    Built from an engine folder written by ``dpa-build`` (manifest and checksums verified).
+    Pre-processing, inference and post-processing are timed per call and per-mode latency
+    statistics are kept for the precision governor.
+    """
+
+    def __init__(
+        self,
+        engine_dir: str | Path,
+        *,
+        backend: str = "onnxruntime",
+        placements: dict[str, str] | None = None,
+        ort_options: OrtOptions | None = None,
+        decode: DecodeConfig | None = None,
+        max_batch: int = 8,
+        verify: bool = True,
+    ):
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        if max_batch < 1:
+            raise ConfigError("max_batch must be at least 1")
+        self.engine_dir = Path(engine_dir)
+        self.manifest = load_manifest(self.engine_dir, verify=verify)
+        self.spec = manifest_spec(self.manifest)
+        self.backend = backend
+        self.max_batch = max_batch
+        model = self.manifest["model"]
+        self.dynamic_batch = bool(model.get("dynamic_batch", False))
+        self.dynamic_hw = bool(model.get("dynamic_hw", False))
+        self.decode = decode or DecodeConfig()
+        self.decode.validate()
+        default_place = "cpu" if backend == "onnxruntime" else "gpu"
+        placements = placements or {}
+        self.placements = {m: parse_placement(placements.get(m, default_place)) for m in MODES}
+        self.sessions: dict[Mode, BackendSession] = {}
+        try:
+            for m in MODES:
+                self.sessions[m] = _open_session(
+                    self.engine_dir, self.manifest, m, backend, self.placements[m],
+                    ort_options or OrtOptions(), max_batch,
+                )  # fmt: skip
+        except Exception:
+            self.close()
+            raise
+        self.stats: dict[Mode, LatencyStats] = {m: LatencyStats() for m in MODES}
+
+    @property
+    def model_sha256(self) -> str:
+        return str(self.manifest["model"]["sha256"])
+
+    def supports(self, input_shape: str) -> bool:
+        """Whether the engine can run the given input shape policy."""
+        return input_shape == "square" or (input_shape == "rect" and self.dynamic_hw)
+
+    def infer(self, frames: Sequence[np.ndarray], mode: Mode, input_shape: str = "square") -> BatchResult:
+        """Detect objects in ``frames`` (BGR uint8, any sizes) with the ``mode`` variant."""
+        if mode not in self.sessions:
+            raise ConfigError(f"mode must be int8 or high, not {mode!r}")
+        if not self.supports(input_shape):
+            raise ConfigError(
+                f"input shape {input_shape!r} needs spatially dynamic variants; this engine's are fixed at "
+                f"{self.spec.input_hw[0]}x{self.spec.input_hw[1]}"
+            )
+        if not frames:
+            return BatchResult([], mode)
+        t0 = time.perf_counter()
+        canvas = canvas_hw([f.shape[:2] for f in frames], self.spec, input_shape)
+        batch, infos = letterbox_batch(frames, self.spec, canvas)
+        t1 = time.perf_counter()
+        session = self.sessions[mode]
+        if self.dynamic_batch:
+            output = np.concatenate(
+                [session.run(batch[i : i + self.max_batch]) for i in range(0, len(frames), self.max_batch)]
+            )
+        else:
+            output = np.concatenate([session.run(batch[i : i + 1]) for i in range(len(frames))])
+        t2 = time.perf_counter()
+        dets = decode_batch(output, self.spec, canvas, infos, self.decode)
+        t3 = time.perf_counter()
+        timing = StageTiming((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        self.stats[mode].add(timing.inference_ms, len(frames))
+        return BatchResult(dets, mode, timing, canvas)
+
+    def warmup(self, runs: int = 2, input_shape: str = "square") -> None:
+        """Run each variant on a blank frame so the first real frame is not slow."""
+        h, w = self.spec.input_hw
+        blank = np.full((h, w, 3), 114, np.uint8)
+        for m in MODES:
+            for _ in range(runs):
+                self.infer([blank], m, input_shape)
+        self.stats = {m: LatencyStats() for m in MODES}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "model_sha256": self.model_sha256,
+            "family": self.spec.family,
+            "input_hw": list(self.spec.input_hw),
+            "variants": {m: s.describe() for m, s in self.sessions.items()},
+        }
+
+    def close(self) -> None:
+        for s in self.sessions.values():
+            s.close()
+        self.sessions.clear()

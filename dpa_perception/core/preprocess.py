@@ -1,0 +1,107 @@
+"""Letterbox pre-processing into a batch tensor, and the inverse mapping of boxes.
+
+Two input shape policies: ``square`` (the model's native canvas) and ``rect`` (the canvas trimmed to
+the smallest stride multiple that holds the resized frames; same scale, less padding to compute).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from dpa_perception.core.errors import ConfigError, ImageError
+from dpa_perception.core.model_spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """How one frame was placed on the canvas: ``canvas = frame * ratio + (pad_x, pad_y)``."""
+
+    ratio: float
+    pad_x: float
+    pad_y: float
+    src_hw: tuple[int, int]
+
+
+def check_frame(frame: np.ndarray) -> np.ndarray:
+    """Return ``frame`` as a 3-channel uint8 image or raise :class:`ImageError`."""
+    if not isinstance(frame, np.ndarray) or frame.size == 0:
+        raise ImageError("empty image")
+    if frame.dtype != np.uint8:
+        raise ImageError(f"image dtype {frame.dtype} is not uint8")
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ImageError(f"image shape {frame.shape} is not HxW or HxWx3")
+    return frame
+
+
+def resize_ratio(src_hw: tuple[int, int], model_hw: tuple[int, int]) -> float:
+    return min(model_hw[0] / src_hw[0], model_hw[1] / src_hw[1])
+
+
+def resized_hw(src_hw: tuple[int, int], spec: ModelSpec) -> tuple[int, int]:
+    """Size of a frame after the model's letterbox resize (rounding as the family's exporter does)."""
+    r = resize_ratio(src_hw, spec.input_hw)
+    if spec.size_rounding == "round":
+        return int(round(src_hw[0] * r)), int(round(src_hw[1] * r))
+    return int(src_hw[0] * r), int(src_hw[1] * r)
+
+
+def canvas_hw(frames_hw: Sequence[tuple[int, int]], spec: ModelSpec, policy: str) -> tuple[int, int]:
+    """The batch canvas size for frames of the given sizes under ``policy``."""
+    if policy == "square":
+        return spec.input_hw
+    if policy != "rect":
+        raise ConfigError(f"input shape policy must be square or rect, not {policy!r}")
+    s = spec.max_stride
+    h = w = s
+    for hw in frames_hw:
+        nh, nw = resized_hw(hw, spec)
+        h = max(h, math.ceil(nh / s) * s)
+        w = max(w, math.ceil(nw / s) * s)
+    return min(h, spec.input_hw[0]), min(w, spec.input_hw[1])
+
+
+def letterbox_batch(
+    frames: Sequence[np.ndarray], spec: ModelSpec, canvas: tuple[int, int]
+) -> tuple[np.ndarray, list[LetterboxInfo]]:
+    """Resize each frame by the model's ratio, place it on a ``canvas`` of pad value, stack as NCHW."""
+    ch, cw = canvas
+    batch = np.empty((len(frames), 3, ch, cw), np.float32)
+    infos: list[LetterboxInfo] = []
+    plane = np.empty((ch, cw, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        frame = check_frame(frame)
+        h, w = frame.shape[:2]
+        r = resize_ratio((h, w), spec.input_hw)
+        nh, nw = resized_hw((h, w), spec)
+        nh, nw = min(ch, nh), min(cw, nw)
+        if spec.letterbox == "center":
+            px, py = (cw - nw) // 2, (ch - nh) // 2
+        else:
+            px = py = 0
+        plane[:] = int(spec.pad_value)
+        resized = frame if (nh, nw) == (h, w) else cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        plane[py : py + nh, px : px + nw] = resized
+        src = plane[:, :, ::-1] if spec.channel_order == "rgb" else plane
+        np.copyto(batch[i], src.transpose(2, 0, 1), casting="unsafe")
+        infos.append(LetterboxInfo(r, float(px), float(py), (h, w)))
+    if spec.scale != 1.0:
+        batch *= np.float32(spec.scale)
+    return batch, infos
+
+
+def unletterbox(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
+    """Map xyxy canvas boxes back to original pixels and clip them to the frame."""
+    out = boxes.astype(np.float32, copy=True)
+    out[:, [0, 2]] = (out[:, [0, 2]] - info.pad_x) / info.ratio
+    out[:, [1, 3]] = (out[:, [1, 3]] - info.pad_y) / info.ratio
+    h, w = info.src_hw
+    np.clip(out[:, [0, 2]], 0, w, out=out[:, [0, 2]])
+    np.clip(out[:, [1, 3]], 0, h, out=out[:, [1, 3]])
+    return out

@@ -1,0 +1,54 @@
+"""ament_python package setup for dpa_perception."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "dpa_perception"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    package_data={PACKAGE: ["demo/assets/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+        "rosbags>=0.10",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=7",
+            "ruff>=0.5",
+            "mypy>=1.10",
+            "types-PyYAML",
+        ],
+        "tensorrt": ["tensorrt>=10"],
+    },
+    zip_safe=True,
+    maintainer="dpa_perception developers",
+    maintainer_email="dev@dpa-perception.local",
+    description="Roadside-unit perception: dual-precision (INT8 / high) detector with a latency governor.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "dpa-build = dpa_perception.tools.build:main",
+            "dpa-detect = dpa_perception.tools.detect:main",
+            "dpa-bench = dpa_perception.tools.bench:main",
+            "dpa-replay = dpa_perception.tools.replay:main",
+            "dpa_perception_node = dpa_perception.ros.node:main",
+        ],
+    },
+)
