@@ -117,3 +117,10 @@ def decode_batch(
             )
         )
     return results
+
+
+def anchor_scores(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Best class score per anchor, shape (B, A): the quantity detection thresholds act on."""
+    if spec.family == "yolox":
+        return output[:, :, 4] * output[:, :, 5:].max(2)
+    return output[:, 4:, :].max(1)

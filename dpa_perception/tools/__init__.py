@@ -1,0 +1,1 @@
+"""Offline tools: engine builder, detect, benchmark, rosbag replay."""

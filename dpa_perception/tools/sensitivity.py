@@ -1,0 +1,122 @@
+"""Per-layer quantization sensitivity and the greedy choice of nodes kept in high precision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+QUANTIZABLE_ACTIVATIONS = ("Sigmoid", "Mul", "Relu", "LeakyRelu", "HardSwish", "HardSigmoid", "Clip")
+
+
+@dataclass
+class Unit:
+    """A Conv node and the activation nodes that follow it; kept or quantized together."""
+
+    name: str
+    index: int
+    nodes: list[str]
+    depthwise: bool
+    sensitivity: float = float("nan")
+    kept: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "index": self.index, "nodes": self.nodes, "depthwise": self.depthwise,
+                "sensitivity": None if np.isnan(self.sensitivity) else round(float(self.sensitivity), 6),
+                "kept": self.kept, "reasons": self.reasons}  # fmt: skip
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for t in n.input:
+            out.setdefault(t, []).append(n)
+    return out
+
+
+def output_tail(model: onnx.ModelProto) -> set[str]:
+    """Nodes from which no Conv can be reached: the decode tail (sigmoids, concats, reshapes).
+
+    It mixes box offsets with probabilities in one tensor, so one INT8 scale would wreck the
+    scores; it is cheap, so it always stays in high precision.
+    """
+    producers = {t: n for n in model.graph.node for t in n.output}
+    feeds_conv: set[str] = set()
+    stack = [n for n in model.graph.node if n.op_type == "Conv"]
+    while stack:
+        n = stack.pop()
+        for t in n.input:
+            p = producers.get(t)
+            if p is not None and p.name not in feeds_conv:
+                feeds_conv.add(p.name)
+                stack.append(p)
+    return {n.name for n in model.graph.node if n.op_type != "Conv" and n.name not in feeds_conv}
+
+
+def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
+    """Every node that may be quantized (all but the output tail and constants)."""
+    tail = output_tail(model)
+    return [n.name for n in model.graph.node if n.name not in tail and n.op_type != "Constant"]
+
+
+def conv_units(model: onnx.ModelProto) -> list[Unit]:
+    """Group each Conv with its activation (e.g. SiLU = Sigmoid + Mul), in graph order."""
+    consumers = _consumers(model)
+    units = []
+    for idx, node in enumerate(model.graph.node):
+        if node.op_type != "Conv":
+            continue
+        group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+        members = [node.name]
+        frontier = list(node.output)
+        while frontier:
+            t = frontier.pop()
+            for c in consumers.get(t, []):
+                if c.op_type in QUANTIZABLE_ACTIVATIONS and c.name not in members and len(members) < 4:
+                    members.append(c.name)
+                    frontier.extend(c.output)
+        units.append(Unit(node.name, idx, members, group > 1))
+    return units
+
+
+def score_error(ref_scores: np.ndarray, test_scores: np.ndarray, floor: float = 0.05) -> float:
+    """Mean absolute difference of per-anchor scores where either model sees something."""
+    relevant = np.maximum(ref_scores, test_scores) >= floor
+    if not relevant.any():
+        return 0.0
+    return float(np.abs(ref_scores - test_scores)[relevant].mean())
+
+
+def smallest_sufficient(n: int, error_of: Callable[[int], float], max_error: float) -> tuple[int, dict[int, float]]:
+    """Smallest k in [0, n] with ``error_of(k) <= max_error`` by bisection (``n`` if none).
+
+    Error falls, roughly monotonically, as more of the most sensitive units stay in high
+    precision; every evaluated point is returned so the report can show the curve.
+    """
+    seen: dict[int, float] = {}
+
+    def err(k: int) -> float:
+        if k not in seen:
+            seen[k] = error_of(k)
+        return seen[k]
+
+    if err(0) <= max_error:
+        return 0, seen
+    if err(n) > max_error:
+        return n, seen
+    lo, hi = 0, n  # err(lo) > max_error >= err(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if err(mid) <= max_error:
+            hi = mid
+        else:
+            lo = mid
+    return hi, seen
+
+
+def rank(units: Sequence[Unit]) -> list[Unit]:
+    """Units by decreasing sensitivity (NaN last)."""
+    return sorted(units, key=lambda u: -u.sensitivity if not np.isnan(u.sensitivity) else np.inf)
