@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Benchmark the TensorRT engines of an engine folder: both modes, batch 1/4/8, GPU vs DLA.
+
+Run on the target (Jetson or x86 dGPU) from the repository root:
+
+    python benchmarks/bench_tensorrt.py ENGINE_DIR [--batches 1,4,8] [--runs 100]
+
+ENGINE_DIR is a folder written by ``dpa-build`` (the ONNX variants and manifest.json). Engines are
+built into a scratch copy of it for each placement plan: "gpu" (both modes on the GPU) and, where
+the machine has DLA cores, "dla" (int8 on dla:0, high on dla:1, GPU fallback on). DLA engines are
+static (DLA has no dynamic shapes), so they are built once per batch size. The timed call is
+``session.run`` as the node uses it: host batch in, host output out (copies included).
+Prints a table, then one JSON line with every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dpa_perception.backends.base import Placement
+from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
+from dpa_perception.backends.tensorrt_key import import_tensorrt, probe_machine
+from dpa_perception.core.errors import DpaError
+from dpa_perception.tools.tensorrt_build import build_tensorrt_engines
+
+IMAGES = REPO.parent / "shared" / "testdata" / "images"
+
+
+def _frames(hw: tuple[int, int], n: int) -> np.ndarray:
+    """Letterboxed test images (BGR 0..255 on 114, top-left) or noise when they are absent."""
+    try:
+        import cv2
+
+        files = sorted(p for p in IMAGES.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    except (ImportError, OSError):
+        files = []
+    out = []
+    for i in range(n):
+        canvas = np.full((hw[0], hw[1], 3), 114, np.uint8)
+        img = cv2.imread(str(files[i % len(files)])) if files else None
+        if img is not None:
+            r = min(hw[0] / img.shape[0], hw[1] / img.shape[1])
+            small = cv2.resize(img, (int(img.shape[1] * r), int(img.shape[0] * r)))
+            canvas[: small.shape[0], : small.shape[1]] = small
+        else:
+            canvas[:] = np.random.default_rng(i).integers(0, 255, canvas.shape, dtype=np.uint8)
+        out.append(canvas.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.stack(out).astype(np.float32))
+
+
+def _time(session, batch: np.ndarray, warmup: int, runs: int) -> list[float]:
+    for _ in range(warmup):
+        session.run(batch)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        session.run(batch)
+        times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def _build(src: Path, work: Path, placements: dict[str, Placement], max_batch: int, cache: Path) -> tuple[Path, dict]:
+    d = work / f"{'_'.join(f'{k}-{v}' for k, v in placements.items()).replace(':', '')}_b{max_batch}"
+    if d.exists():
+        shutil.rmtree(d)
+    shutil.copytree(src, d, ignore=shutil.ignore_patterns("*.engine", "timing.cache"))
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest.pop("tensorrt", None)
+    manifest["tensorrt"] = build_tensorrt_engines(
+        d, manifest, placements=placements, max_batch=max_batch, opt_batch=None,
+        workspace_mib=1024, timing_cache=cache, log=lambda m: print(f"  {m}", file=sys.stderr),
+    )  # fmt: skip
+    return d, manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("engine_dir", type=Path)
+    p.add_argument("--batches", default="1,4,8")
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--no-dla", action="store_true", help="skip the DLA plan even where DLA exists")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    a = p.parse_args(argv)
+    batches = sorted({int(b) for b in a.batches.split(",") if b.strip()})
+    try:
+        trt = import_tensorrt()
+        machine = probe_machine(trt)
+        num_dla = int(trt.Builder(trt.Logger(trt.Logger.WARNING)).num_DLA_cores)
+    except DpaError as exc:
+        print(f"bench_tensorrt: {exc}", file=sys.stderr)
+        return 2
+    gpu = Placement("gpu")
+    plans: list[tuple[str, dict[str, Placement], bool]] = [("gpu", {"int8": gpu, "high": gpu}, False)]
+    if num_dla and not a.no_dla:
+        plans.append(("dla", {"int8": Placement("dla", 0), "high": Placement("dla", min(1, num_dla - 1))}, True))
+    work = a.work or Path(tempfile.mkdtemp(prefix="bench_trt_"))
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / "timing.cache"
+    rows: list[dict] = []
+    try:
+        for plan_name, placements, static in plans:
+            builds = [(b, b) for b in batches] if static else [(max(batches), None)]
+            for max_batch, only in builds:
+                print(f"building {plan_name} engines (max batch {max_batch}) ...", file=sys.stderr)
+                d, manifest = _build(a.engine_dir, work, placements, max_batch, cache)
+                hw = tuple(manifest["model"]["input_hw"])
+                for mode in ("int8", "high"):
+                    entry = manifest["tensorrt"]["engines"][mode]
+                    sess = load_tensorrt_session(d, manifest, mode, placements[mode], max_batch=max_batch)
+                    try:
+                        for b in batches if only is None else [only]:
+                            t = _time(sess, _frames(hw, b), a.warmup, a.runs)
+                            p50 = statistics.median(t)
+                            p95 = float(np.percentile(t, 95))
+                            rows.append({
+                                "mode": mode, "placement": str(placements[mode]), "precision": entry["precision"],
+                                "batch": b, "p50_ms": round(p50, 3), "p95_ms": round(p95, 3),
+                                "per_frame_ms": round(p50 / b, 3), "fps": round(1e3 * b / p50, 1),
+                                "layers_on_dla": entry["layers"]["on_dla"], "layers_on_gpu": entry["layers"]["on_gpu"],
+                            })  # fmt: skip
+                    finally:
+                        sess.close()
+    except DpaError as exc:
+        print(f"bench_tensorrt: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if a.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    head = f"{'mode':5} {'placement':9} {'precision':10} {'batch':>5} {'p50 ms':>8} {'p95 ms':>8} {'ms/frame':>9} {'fps':>8} {'DLA/GPU layers':>15}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['mode']:5} {r['placement']:9} {r['precision']:10} {r['batch']:>5} {r['p50_ms']:>8.2f} "
+              f"{r['p95_ms']:>8.2f} {r['per_frame_ms']:>9.2f} {r['fps']:>8.1f} "
+              f"{str(r['layers_on_dla']) + '/' + str(r['layers_on_gpu']):>15}")  # fmt: skip
+    print(json.dumps({
+        "bench": "tensorrt", "trt_version": machine.trt_version,
+        "compute_capability": machine.compute_capability, "dla_cores": num_dla,
+        "runs": a.runs, "warmup": a.warmup, "results": rows,
+    }))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

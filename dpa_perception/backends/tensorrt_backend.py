@@ -1,0 +1,529 @@
+"""TensorRT backend: runs an engine built by ``dpa-build --backend tensorrt`` on GPU or DLA.
+
+Importing this module needs neither TensorRT nor CUDA (both are imported inside functions), so
+CPU-only CI imports it. :func:`load_tensorrt_session` checks the engine key first and refuses a
+stale, foreign, missing or corrupt engine with a :class:`BackendError` instead of crashing inside
+TensorRT.
+
+Execution uses the TensorRT 10 / 11 tensor-name API: ``set_input_shape``, ``set_tensor_address``
+and ``execute_async_v3`` on a CUDA stream; the host waits only for the output copy. Device memory
+comes from cuda-python (``cuda.bindings.runtime`` or the older ``cuda.cudart``) or, failing that,
+from a CUDA build of torch; ``DPA_TRT_DEVICE_MEMORY=torch|cuda-python`` forces one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from dpa_perception.backends.base import Placement
+from dpa_perception.backends.tensorrt_key import (
+    EngineKey,
+    MachineInfo,
+    ShapeProfile,
+    check_engine_entry,
+    detect_features,
+    import_tensorrt,
+    make_profile,
+    plan_variant,
+    probe_machine,
+    rebuild_command,
+    run_batch_size,
+)
+from dpa_perception.core.errors import BackendError
+
+MAX_CACHED_SHAPES = 16
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers (tested on CPU)
+# --------------------------------------------------------------------------------------------
+
+
+def engine_input_shape(batch_shape: tuple[int, ...], profile: ShapeProfile) -> tuple[int, ...]:
+    """The shape the engine runs for a host batch: checked against the profile, batch padded
+    up to the static batch of DLA engines."""
+    if len(batch_shape) != len(profile.min):
+        raise BackendError(
+            f"input batch has shape {list(batch_shape)}, the engine takes rank-{len(profile.min)} "
+            f"input ({profile.describe()})"
+        )
+    shape = (run_batch_size(profile, int(batch_shape[0])),) + tuple(int(v) for v in batch_shape[1:])
+    if not profile.covers(shape):
+        raise BackendError(
+            f"input shape {list(batch_shape)} is outside the engine profile {profile.describe()}: "
+            "rebuild the engine for this input size"
+        )
+    return shape
+
+
+def nbytes_of(shape: tuple[int, ...], itemsize: int) -> int:
+    if any(d < 0 for d in shape):
+        raise BackendError(f"tensor shape {list(shape)} is not fully known (data-dependent output?)")
+    n = int(itemsize)
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def pad_batch(batch: np.ndarray, run_batch: int) -> np.ndarray:
+    """Zero-pad a batch along axis 0 (static DLA engines); return it as is when no pad is needed."""
+    n = batch.shape[0]
+    if run_batch == n:
+        return batch
+    out = np.zeros((run_batch,) + batch.shape[1:], dtype=batch.dtype)
+    out[:n] = batch
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Device memory: cuda-python or torch
+# --------------------------------------------------------------------------------------------
+
+
+class DeviceMemory(Protocol):
+    name: str
+
+    def new_stream(self) -> int: ...
+
+    def alloc_device(self, nbytes: int) -> int: ...
+
+    def alloc_host(self, nbytes: int) -> np.ndarray: ...
+
+    def h2d(self, dst: int, src: np.ndarray, stream: int) -> None: ...
+
+    def d2h(self, dst: np.ndarray, src: int, stream: int) -> None: ...
+
+    def synchronize(self, stream: int) -> None: ...
+
+    def free_device(self, ptr: int) -> None: ...
+
+    def free_host(self, arr: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _CudaPythonMemory:
+    """cuda-python runtime bindings; pinned host staging buffers."""
+
+    name = "cuda-python"
+
+    def __init__(self) -> None:
+        try:
+            from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
+        except ImportError:
+            from cuda import cudart  # type: ignore[import-not-found,no-redef]
+        self._rt = cudart
+        self._streams: list[Any] = []
+        self._host: dict[int, int] = {}  # id(array) -> pinned pointer
+
+    def _call(self, what: str, result: Any) -> Any:
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if err != self._rt.cudaError_t.cudaSuccess:
+            raise BackendError(f"CUDA {what} failed: {err}")
+        return rest[0] if len(rest) == 1 else (tuple(rest) if rest else None)
+
+    def new_stream(self) -> int:
+        stream = self._call("cudaStreamCreate", self._rt.cudaStreamCreate())
+        self._streams.append(stream)
+        return int(stream)
+
+    def alloc_device(self, nbytes: int) -> int:
+        return int(self._call("cudaMalloc", self._rt.cudaMalloc(max(1, nbytes))))
+
+    def alloc_host(self, nbytes: int) -> np.ndarray:
+        ptr = int(self._call("cudaMallocHost", self._rt.cudaMallocHost(max(1, nbytes))))
+        buf = (ctypes.c_uint8 * max(1, nbytes)).from_address(ptr)
+        arr = np.frombuffer(memoryview(buf), dtype=np.uint8, count=nbytes)
+        self._host[id(arr)] = ptr
+        return arr
+
+    def h2d(self, dst: int, src: np.ndarray, stream: int) -> None:
+        kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._call(
+            "cudaMemcpyAsync", self._rt.cudaMemcpyAsync(dst, src.ctypes.data, src.nbytes, kind, stream)
+        )
+
+    def d2h(self, dst: np.ndarray, src: int, stream: int) -> None:
+        kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._call(
+            "cudaMemcpyAsync", self._rt.cudaMemcpyAsync(dst.ctypes.data, src, dst.nbytes, kind, stream)
+        )
+
+    def synchronize(self, stream: int) -> None:
+        self._call("cudaStreamSynchronize", self._rt.cudaStreamSynchronize(stream))
+
+    def free_device(self, ptr: int) -> None:
+        self._rt.cudaFree(ptr)
+
+    def free_host(self, arr: np.ndarray) -> None:
+        ptr = self._host.pop(id(arr), None)
+        if ptr is not None:
+            self._rt.cudaFreeHost(ptr)
+
+    def close(self) -> None:
+        for s in self._streams:
+            self._rt.cudaStreamDestroy(s)
+        self._streams.clear()
+
+
+class _TorchMemory:
+    """A CUDA build of torch; buffers are byte tensors, the stream a torch.cuda.Stream."""
+
+    name = "torch"
+
+    def __init__(self) -> None:
+        import torch  # type: ignore[import-not-found]
+
+        if not torch.cuda.is_available():
+            raise BackendError("torch is installed but sees no CUDA device")
+        self._torch = torch
+        self._dev: dict[int, Any] = {}
+        self._host: dict[int, Any] = {}
+        self._streams: dict[int, Any] = {}
+
+    def new_stream(self) -> int:
+        s = self._torch.cuda.Stream()
+        handle = int(s.cuda_stream)
+        self._streams[handle] = s
+        return handle
+
+    def alloc_device(self, nbytes: int) -> int:
+        t = self._torch.empty(max(1, nbytes), dtype=self._torch.uint8, device="cuda")
+        self._dev[int(t.data_ptr())] = t
+        return int(t.data_ptr())
+
+    def alloc_host(self, nbytes: int) -> np.ndarray:
+        t = self._torch.empty(max(1, nbytes), dtype=self._torch.uint8, pin_memory=True)
+        arr: np.ndarray = t.numpy()[:nbytes]
+        self._host[id(arr)] = t
+        return arr
+
+    def h2d(self, dst: int, src: np.ndarray, stream: int) -> None:
+        with self._torch.cuda.stream(self._streams[stream]):
+            self._dev[dst][: src.nbytes].copy_(
+                self._torch.from_numpy(src.view(np.uint8).reshape(-1)), non_blocking=True
+            )
+
+    def d2h(self, dst: np.ndarray, src: int, stream: int) -> None:
+        with self._torch.cuda.stream(self._streams[stream]):
+            self._torch.from_numpy(dst.view(np.uint8).reshape(-1)).copy_(
+                self._dev[src][: dst.nbytes], non_blocking=True
+            )
+
+    def synchronize(self, stream: int) -> None:
+        self._streams[stream].synchronize()
+
+    def free_device(self, ptr: int) -> None:
+        self._dev.pop(ptr, None)
+
+    def free_host(self, arr: np.ndarray) -> None:
+        self._host.pop(id(arr), None)
+
+    def close(self) -> None:
+        self._streams.clear()
+
+
+def select_device_memory(prefer: str | None = None) -> DeviceMemory:
+    """cuda-python if importable, else torch with CUDA; ``prefer`` (or $DPA_TRT_DEVICE_MEMORY)
+    forces one. Raises :class:`BackendError` when neither is usable."""
+    choice = (prefer or os.environ.get("DPA_TRT_DEVICE_MEMORY") or "").strip().lower()
+    order = {"torch": ("torch",), "cuda-python": ("cuda-python",)}.get(
+        choice, ("cuda-python", "torch")
+    )
+    reasons: list[str] = []
+    for name in order:
+        try:
+            return _CudaPythonMemory() if name == "cuda-python" else _TorchMemory()
+        except ImportError as exc:
+            reasons.append(f"{name}: {exc}")
+        except BackendError as exc:
+            reasons.append(f"{name}: {exc}")
+    raise BackendError(
+        "TensorRT sessions need GPU memory from cuda-python (pip install cuda-python) or a CUDA "
+        "build of torch; " + "; ".join(reasons)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The session
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _IOTensor:
+    name: str
+    is_input: bool
+    dtype: np.dtype
+
+
+@dataclass
+class _Buffers:
+    shapes: dict[str, tuple[int, ...]]
+    device: dict[str, int]
+    host_in: np.ndarray
+    host_out: np.ndarray  # uint8 staging for the first output
+
+
+class TensorRTSession:
+    """One deserialized engine and its execution context (implements ``BackendSession``)."""
+
+    def __init__(
+        self,
+        *,
+        trt: Any,
+        runtime: Any,
+        engine: Any,
+        placement: Placement,
+        key: EngineKey,
+        engine_path: Path,
+        entry: Mapping[str, Any],
+        memory: DeviceMemory,
+    ) -> None:
+        self.placement = placement
+        self.key = key
+        self.engine_path = engine_path
+        self._entry = dict(entry)
+        self._trt = trt
+        self._runtime = runtime
+        self._engine = engine
+        self._memory = memory
+        self._lock = threading.Lock()
+        self._closed = False
+        self._io: list[_IOTensor] = []
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            self._io.append(_IOTensor(name, is_input, np.dtype(trt.nptype(engine.get_tensor_dtype(name)))))
+        inputs = [t for t in self._io if t.is_input]
+        outputs = [t for t in self._io if not t.is_input]
+        if len(inputs) != 1 or not outputs:
+            raise BackendError(
+                f"engine {engine_path.name} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                "one input and at least one output are supported"
+            )
+        self._input = inputs[0]
+        self._output = outputs[0]
+        self.input_name: str = self._input.name
+        if self.input_name != key.input_name:
+            raise BackendError(
+                f"engine {engine_path.name} input is {self.input_name!r}, the manifest says "
+                f"{key.input_name!r}: rebuild the engines"
+            )
+        self._context = engine.create_execution_context()
+        if self._context is None:
+            raise BackendError(f"could not create an execution context for {engine_path.name} (out of GPU memory?)")
+        self._stream = memory.new_stream()
+        self._buffers: OrderedDict[tuple[int, ...], _Buffers] = OrderedDict()
+        self._bound_shape: tuple[int, ...] | None = None  # shape whose buffers are bound
+        self._shape_set: tuple[int, ...] | None = None  # last shape given to set_input_shape
+
+    # -- BackendSession -----------------------------------------------------------------------
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self._closed:
+            raise BackendError("TensorRT session is closed")
+        host = np.ascontiguousarray(batch, dtype=self._input.dtype)
+        n = int(host.shape[0]) if host.ndim else 0
+        shape = engine_input_shape(tuple(host.shape), self.key.profile)
+        host = pad_batch(host, shape[0])
+        with self._lock:
+            bufs = self._buffers_for(shape)
+            if self._bound_shape != shape:
+                if self._shape_set != shape:
+                    if not self._context.set_input_shape(self.input_name, shape):
+                        raise BackendError(f"TensorRT refused input shape {list(shape)}")
+                    self._shape_set = shape
+                for name, ptr in bufs.device.items():
+                    self._context.set_tensor_address(name, ptr)
+                self._bound_shape = shape
+            np.copyto(bufs.host_in[: host.nbytes], host.view(np.uint8).reshape(-1))
+            self._memory.h2d(bufs.device[self.input_name], bufs.host_in[: host.nbytes], self._stream)
+            if not self._context.execute_async_v3(self._stream):
+                raise BackendError(f"TensorRT execution failed for engine {self.engine_path.name}")
+            self._memory.d2h(bufs.host_out, bufs.device[self._output.name], self._stream)
+            self._memory.synchronize(self._stream)
+            out_shape = bufs.shapes[self._output.name]
+            out = bufs.host_out.view(self._output.dtype).reshape(out_shape)[:n].copy()
+        return out.astype(np.float32, copy=False)
+
+    def describe(self) -> dict:
+        layers = self._entry.get("layers") or {}
+        return {
+            "backend": "tensorrt",
+            "variant": self.key.variant,
+            "engine": self.engine_path.name,
+            "precision": self.key.precision,
+            "placement": str(self.placement),
+            "trt_version": self.key.trt_version,
+            "compute_capability": self.key.compute_capability,
+            "profile": self.key.profile.to_dict(),
+            "key_digest": self.key.digest(),
+            "device_memory": self._memory.name,
+            "layers_on_dla": layers.get("on_dla"),
+            "layers_on_gpu": layers.get("on_gpu"),
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._memory.synchronize(self._stream)
+            except BackendError:
+                pass
+            for bufs in self._buffers.values():
+                self._free(bufs)
+            self._buffers.clear()
+            self._context = None
+            self._engine = None
+            self._runtime = None
+            self._memory.close()
+
+    # -- buffers ------------------------------------------------------------------------------
+
+    def _buffers_for(self, shape: tuple[int, ...]) -> _Buffers:
+        bufs = self._buffers.get(shape)
+        if bufs is not None:
+            self._buffers.move_to_end(shape)
+            return bufs
+        if not self._context.set_input_shape(self.input_name, shape):
+            raise BackendError(f"TensorRT refused input shape {list(shape)}")
+        self._shape_set = shape
+        self._bound_shape = None  # new addresses must be bound
+        shapes: dict[str, tuple[int, ...]] = {}
+        device: dict[str, int] = {}
+        for t in self._io:
+            s = shape if t.is_input else tuple(int(d) for d in self._context.get_tensor_shape(t.name))
+            shapes[t.name] = s
+            device[t.name] = self._memory.alloc_device(nbytes_of(s, t.dtype.itemsize))
+        bufs = _Buffers(
+            shapes=shapes,
+            device=device,
+            host_in=self._memory.alloc_host(nbytes_of(shape, self._input.dtype.itemsize)),
+            host_out=self._memory.alloc_host(
+                nbytes_of(shapes[self._output.name], self._output.dtype.itemsize)
+            ),
+        )
+        self._buffers[shape] = bufs
+        while len(self._buffers) > MAX_CACHED_SHAPES:
+            _, old = self._buffers.popitem(last=False)
+            self._free(old)
+        return bufs
+
+    def _free(self, bufs: _Buffers) -> None:
+        for ptr in bufs.device.values():
+            self._memory.free_device(ptr)
+        self._memory.free_host(bufs.host_in)
+        self._memory.free_host(bufs.host_out)
+
+
+def expected_key(
+    manifest: Mapping[str, Any],
+    variant: str,
+    placement: Placement,
+    *,
+    max_batch: int,
+    machine: MachineInfo,
+    features_trt: Any,
+) -> EngineKey:
+    """The key an engine must have to run ``variant`` on ``placement`` on this machine."""
+    model = manifest.get("model", {})
+    plan = plan_variant(detect_features(features_trt), variant, placement)
+    try:
+        source_sha = str(manifest["variants"][plan.source]["sha256"])
+        input_name = str(model["input_name"])
+        input_hw = [int(v) for v in model["input_hw"]]
+        model_sha = str(model["sha256"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackendError(f"manifest lacks {exc} needed to check TensorRT engines") from exc
+    profile = make_profile(
+        input_hw,
+        max_batch=max_batch,
+        dynamic_batch=bool(model.get("dynamic_batch", True)),
+        dynamic_hw=bool(model.get("dynamic_hw", False)),
+        placement=placement,
+    )
+    return EngineKey(
+        model_sha256=model_sha,
+        source_sha256=source_sha,
+        variant=variant,
+        precision=plan.precision,
+        trt_version=machine.trt_version,
+        compute_capability=machine.compute_capability,
+        dla_core=placement.dla_core if placement.device == "dla" else -1,
+        input_name=input_name,
+        profile=profile,
+    )
+
+
+def load_tensorrt_session(
+    engine_dir: Path,
+    manifest: dict,
+    variant: str,
+    placement: Placement,
+    *,
+    max_batch: int,
+    trt_module: Any = None,
+    machine: MachineInfo | None = None,
+    memory: DeviceMemory | None = None,
+) -> TensorRTSession:
+    """Check the engine of ``variant`` against this machine, then deserialize it.
+
+    Refusals (all :class:`BackendError`, nothing crashes inside TensorRT): TensorRT not installed,
+    no "tensorrt" section or entry, missing or corrupt engine file, engine built for another
+    TensorRT / GPU / variant / precision / placement / model / input profile.
+    ``trt_module``, ``machine`` and ``memory`` are injectable for tests.
+    """
+    engine_dir = Path(engine_dir)
+    hint = rebuild_command(engine_dir, manifest)
+    section = manifest.get("tensorrt")
+    if not isinstance(section, Mapping) or not isinstance(section.get("engines"), Mapping):
+        raise BackendError(
+            f"{engine_dir}/manifest.json has no TensorRT engines: build them with {hint}"
+        )
+    trt = import_tensorrt() if trt_module is None else trt_module
+    if machine is None:
+        machine = probe_machine(trt)
+    want = expected_key(
+        manifest, variant, placement, max_batch=max_batch, machine=machine, features_trt=trt
+    )
+    entry = section["engines"].get(variant)
+    path = check_engine_entry(engine_dir, entry, want, rebuild_hint=hint)
+    assert entry is not None  # checked above
+    found = EngineKey.from_dict(entry["key"])
+    if memory is None:
+        memory = select_device_memory()
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    runtime = trt.Runtime(logger)
+    if placement.device == "dla":
+        num = int(getattr(runtime, "num_DLA_cores", 0) or 0)
+        if placement.dla_core >= num:
+            raise BackendError(
+                f"engine {path.name} runs on {placement} but this machine has {num} DLA core(s)"
+            )
+        runtime.DLA_core = int(placement.dla_core)
+    engine = runtime.deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise BackendError(
+            f"TensorRT could not deserialize {path.name} although its key matches: rebuild with {hint}"
+        )
+    return TensorRTSession(
+        trt=trt,
+        runtime=runtime,
+        engine=engine,
+        placement=placement,
+        key=found,
+        engine_path=path,
+        entry=entry,
+        memory=memory,
+    )
