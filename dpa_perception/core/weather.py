@@ -8,10 +8,10 @@ milliseconds per 960x540 frame, so replay can apply them to every frame.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Callable, Literal, cast
+from typing import Literal, cast
 
 import cv2
 import numpy as np
@@ -22,15 +22,18 @@ WeatherKind = Literal["none", "fog", "rain", "night", "glare"]
 WEATHER_KINDS: tuple[WeatherKind, ...] = ("none", "fog", "rain", "night", "glare")
 
 # Standard-normal quantiles of 256 equiprobable bins: random bytes through this table are
-# Gaussian noise, several times cheaper than Generator.standard_normal per pixel.
+# Gaussian noise, many times cheaper than Generator.standard_normal per pixel.
 _GAUSS_LUT = np.array([NormalDist().inv_cdf((i + 0.5) / 256.0) for i in range(256)], np.float32)
 _GAUSS_LUT /= _GAUSS_LUT.std()
 
 
 def _check_strength(name: str, value: float) -> float:
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
     if not 0.0 <= v <= 1.0:  # also rejects NaN
-        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
     return v
 
 
@@ -51,12 +54,6 @@ def _restore(out: np.ndarray, gray: bool, like: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(out, cv2.COLOR_BGR2GRAY).reshape(like.shape) if gray else out
 
 
-def _gauss_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Unit-variance Gaussian noise (float32) quantised to 256 levels."""
-    raw = np.frombuffer(rng.bytes(math.prod(shape)), np.uint8).reshape(shape)
-    return cv2.LUT(raw, _GAUSS_LUT)
-
-
 def add_fog(img: np.ndarray, density: float, seed: int = 0) -> np.ndarray:
     """Atmospheric scattering ``I = J t + A (1 - t)`` with ``t = exp(-beta d)``.
 
@@ -71,13 +68,15 @@ def add_fog(img: np.ndarray, density: float, seed: int = 0) -> np.ndarray:
         return img.copy()
     rng = np.random.default_rng(seed)
     h, w = bgr.shape[:2]
-    y = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+    # the transmission is smooth: build it at 1/8 resolution and upsample
+    sh, sw = max(2, h // 8), max(2, w // 8)
+    y = np.linspace(0.0, 1.0, sh, dtype=np.float32)[:, None]
     depth = 1.4 / (y + 0.4)  # 1 at the bottom row, 3.5 at the top row
-    wobble = cv2.resize(rng.uniform(-1.0, 1.0, (4, 6)).astype(np.float32), (w, h),
+    wobble = cv2.resize(rng.uniform(-1.0, 1.0, (4, 6)).astype(np.float32), (sw, sh),
                         interpolation=cv2.INTER_CUBIC)
-    depth = depth * (1.0 + 0.12 * wobble)
-    t = cv2.exp(depth * np.float32(-1.4 * density))
-    airlight = np.full_like(bgr, int(round(255 * rng.uniform(0.80, 0.95))))
+    t_small = cv2.exp(depth * (1.0 + 0.12 * wobble) * np.float32(-1.4 * density))
+    t = cv2.resize(t_small, (w, h), interpolation=cv2.INTER_LINEAR)
+    airlight = np.full_like(bgr, round(255 * rng.uniform(0.80, 0.95)))
     out = cv2.blendLinear(bgr, airlight, t, 1.0 - t)
     return _restore(out, gray, img)
 
@@ -97,9 +96,9 @@ def add_rain(img: np.ndarray, intensity: float, seed: int = 0) -> np.ndarray:
     start = rng.uniform((-0.1 * w, -0.1 * h), (1.1 * w, 1.1 * h), (n, 2))
     end = start + np.stack([np.sin(angle), np.cos(angle)], 1) * lengths[:, None]
     segments = np.round(np.stack([start, end], 1)).astype(np.int32)
-    streaks = np.zeros((h, w), np.uint8)
-    cv2.polylines(streaks, segments, False, 255, 1, cv2.LINE_AA)
-    streaks = cv2.GaussianBlur(streaks, (3, 3), 0)
+    canvas = np.zeros((h, w), np.uint8)
+    cv2.polylines(canvas, list(segments), False, 255, 1, cv2.LINE_AA)
+    streaks = cv2.GaussianBlur(canvas, (3, 3), 0)
     scene = cv2.GaussianBlur(bgr, (0, 0), 0.6 + 1.4 * intensity)
     out = cv2.addWeighted(scene, 1.0 - 0.35 * intensity, cv2.merge([streaks] * 3),
                           0.2 + 0.2 * intensity, 20.0 * intensity)
@@ -120,12 +119,16 @@ def add_night(img: np.ndarray, darkness: float, seed: int = 0) -> np.ndarray:
     x = np.arange(256, dtype=np.float32) / 255.0
     gamma, gain = 1.0 + 1.5 * darkness, 1.0 - 0.7 * darkness
     tint = np.array([1.0, 1.0 - 0.05 * darkness, 1.0 - 0.12 * darkness], np.float32)  # B, G, R
-    lut = (255.0 * gain * x[:, None] ** gamma * tint).astype(np.float32)
-    signal = cv2.LUT(bgr, lut.reshape(1, 256, 3))
+    level = np.round(255.0 * gain * x[:, None] ** gamma * tint).astype(np.uint8)
+    signal = cv2.LUT(bgr, level.reshape(1, 256, 3))
+    # noisy value for every (signal, noise byte) pair: one table look-up per pixel
+    v = np.arange(256, dtype=np.float32)[:, None]
     read_sigma, shot_gain = 1.0 + 3.0 * darkness, 0.5 + 1.0 * darkness
-    sigma = cv2.sqrt(signal * np.float32(shot_gain) + np.float32(read_sigma**2))
-    noisy = signal + sigma * _gauss_noise(rng, bgr.shape)
-    out = cv2.convertScaleAbs(np.maximum(noisy, 0.0))
+    table = np.clip(np.round(v + np.sqrt(v * shot_gain + read_sigma**2) * _GAUSS_LUT), 0, 255)
+    index = signal.astype(np.uint16)
+    index <<= 8
+    index |= np.frombuffer(rng.bytes(bgr.size), np.uint8).reshape(bgr.shape)
+    out = table.astype(np.uint8).ravel().take(index)
     return _restore(out, gray, img)
 
 
@@ -164,6 +167,11 @@ class WeatherSpec:
     strength: float = 0.0
     ramp: bool = False
 
+    def __post_init__(self) -> None:
+        if self.kind not in WEATHER_KINDS:
+            raise ConfigError(f"unknown weather kind {self.kind!r}")
+        _check_strength("weather strength", self.strength)
+
     def strength_at(self, progress: float) -> float:
         """Strength at ``progress`` in [0, 1] (position in the bag); constants ignore it."""
         p = float(progress)
@@ -173,11 +181,19 @@ class WeatherSpec:
             return 0.0
         return p if self.ramp else self.strength
 
-    def apply(self, img: np.ndarray, progress: float = 0.0, seed: int = 0) -> np.ndarray:
-        """Degrade ``img`` at ``progress``; ``none`` returns the input image itself."""
+    def apply(self, img: np.ndarray, progress: float = 0.0, seed: int = 0,
+              frame: int = 0) -> np.ndarray:
+        """Degrade ``img`` at ``progress``; ``none`` returns the input image itself.
+
+        ``seed`` fixes what must stay put over a replay (fog airlight and texture, flare
+        position); ``frame`` (e.g. the frame index) re-draws what changes every frame (rain
+        streaks, sensor noise).  Both are non-negative integers.
+        """
         strength = self.strength_at(progress)
         if self.kind == "none":
             return img
+        if self.kind in ("rain", "night"):
+            seed = int(np.random.SeedSequence([seed, frame]).generate_state(1)[0])
         return _APPLY[self.kind](img, strength, seed)
 
     def __str__(self) -> str:
