@@ -1,0 +1,157 @@
+"""PrecisionGovernor: choose INT8 or high precision per frame from visibility and the latency budget."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from dpa_perception.core.errors import ConfigError
+from dpa_perception.core.types import MODES, PRECISION_MODES, Mode
+
+
+@dataclass
+class GovernorConfig:
+    """Policy settings; all of them are safe to change while running."""
+
+    precision_mode: str = "auto"  # auto | int8 | high
+    latency_budget_ms: float = 85.0
+    safety_margin_ms: float = 10.0
+    enter_high_threshold: float = 0.5  # visibility degradation that calls for high precision
+    leave_high_threshold: float = 0.35  # ... and the level it must fall under to go back to INT8
+    min_dwell_frames: int = 10  # frames a visibility-driven choice is held before it may flip back
+
+    def validate(self) -> None:
+        if self.precision_mode not in PRECISION_MODES:
+            raise ConfigError(f"precision_mode must be one of {', '.join(PRECISION_MODES)}, not {self.precision_mode!r}")
+        if not 1.0 <= self.latency_budget_ms <= 10_000.0:
+            raise ConfigError(f"latency_budget_ms {self.latency_budget_ms} is outside [1, 10000]")
+        if not 0.0 <= self.safety_margin_ms < self.latency_budget_ms:
+            raise ConfigError(f"safety_margin_ms {self.safety_margin_ms} must be >= 0 and below the budget")
+        for name in ("enter_high_threshold", "leave_high_threshold"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{name} {v} is outside [0, 1]")
+        if self.leave_high_threshold > self.enter_high_threshold:
+            raise ConfigError("leave_high_threshold must not exceed enter_high_threshold (hysteresis)")
+        if not 0 <= self.min_dwell_frames <= 10_000:
+            raise ConfigError(f"min_dwell_frames {self.min_dwell_frames} is outside [0, 10000]")
+
+
+class LatencyModel:
+    """Per-mode inference latency learned from measurements: ``fixed + per_frame * batch``.
+
+    Fitted by least squares over a recent window of calls; the prediction adds the spread of
+    the residuals so the governor plans on a high percentile rather than the mean.
+    """
+
+    def __init__(self, window: int = 64, min_samples: int = 3):
+        self.min_samples = min_samples
+        self._obs: dict[Mode, deque[tuple[int, float]]] = {m: deque(maxlen=window) for m in MODES}
+        self._fit: dict[Mode, tuple[float, float, float] | None] = {m: None for m in MODES}
+
+    def observe(self, mode: Mode, batch: int, ms: float) -> None:
+        self._obs[mode].append((batch, ms))
+        self._fit[mode] = None
+
+    def samples(self, mode: Mode) -> int:
+        return len(self._obs[mode])
+
+    def _coefficients(self, mode: Mode) -> tuple[float, float, float] | None:
+        if self._fit[mode] is None and len(self._obs[mode]) >= self.min_samples:
+            b = np.array([o[0] for o in self._obs[mode]], np.float64)
+            t = np.array([o[1] for o in self._obs[mode]], np.float64)
+            if np.ptp(b) > 0:
+                per, fixed = np.polyfit(b, t, 1)
+                per, fixed = max(per, 0.0), max(fixed, 0.0)
+            else:  # one batch size seen: assume cost proportional to the batch
+                per, fixed = float(np.mean(t / b)), 0.0
+            resid = t - (fixed + per * b)
+            spread = float(np.percentile(np.abs(resid), 90)) if len(resid) > 2 else 0.0
+            self._fit[mode] = (float(fixed), float(per), spread)
+        return self._fit[mode]
+
+    def predict(self, mode: Mode, batch: int) -> float | None:
+        """Planned inference milliseconds for ``batch`` frames, or None before enough samples."""
+        c = self._coefficients(mode)
+        if c is None:
+            return None
+        fixed, per, spread = c
+        return fixed + per * batch + spread
+
+
+@dataclass
+class Decision:
+    mode: Mode
+    reason: str  # forced | visibility | clear | budget | warming_up | hold
+    predicted_ms: float | None = None
+
+
+class CameraPolicy:
+    """Visibility hysteresis of one camera: which mode it wants, held for a minimum dwell."""
+
+    def __init__(self) -> None:
+        self.poor = False
+        self.since_switch = 10**9
+        self.last_mode: Mode | None = None
+
+    def wanted(self, degradation: float, cfg: GovernorConfig) -> tuple[Mode, str]:
+        self.since_switch += 1
+        if self.since_switch >= cfg.min_dwell_frames:
+            if not self.poor and degradation >= cfg.enter_high_threshold:
+                self.poor, self.since_switch = True, 0
+            elif self.poor and degradation <= cfg.leave_high_threshold:
+                self.poor, self.since_switch = False, 0
+        return ("high", "visibility") if self.poor else ("int8", "clear")
+
+
+class PrecisionGovernor:
+    """Decides the mode of each frame; shares one latency model across cameras.
+
+    In ``auto``: INT8 when visibility is good, high precision when degradation passes the enter
+    threshold (hysteresis and dwell keep it from flapping), but never a mode whose predicted
+    completion (frame age + predicted inference for the batch + post-processing) overruns the
+    budget minus the safety margin.
+    """
+
+    def __init__(self, config: GovernorConfig | None = None, model: LatencyModel | None = None):
+        self.config = config or GovernorConfig()
+        self.config.validate()
+        self.model = model or LatencyModel()
+        self.post_ms = 2.0  # running estimate of pre- + post-processing per frame
+        self._cameras: dict[str, CameraPolicy] = {}
+
+    def observe(self, mode: Mode, batch: int, inference_ms: float, other_ms: float) -> None:
+        """Feed back one measured call (inference time, and pre+post time per frame)."""
+        self.model.observe(mode, batch, inference_ms)
+        self.post_ms = 0.8 * self.post_ms + 0.2 * other_ms
+
+    def fits(self, mode: Mode, batch: int, age_ms: float) -> tuple[bool, float | None]:
+        pred = self.model.predict(mode, batch)
+        if pred is None:
+            return True, None
+        limit = self.config.latency_budget_ms - self.config.safety_margin_ms
+        return age_ms + pred + self.post_ms * batch <= limit, pred
+
+    def decide(self, camera: str, degradation: float, age_ms: float, batch: int) -> Decision:
+        """Mode for a frame of ``camera`` that is ``age_ms`` old, run in a batch of ``batch``."""
+        cfg = self.config
+        policy = self._cameras.setdefault(camera, CameraPolicy())
+        if cfg.precision_mode in MODES:
+            mode: Mode = "int8" if cfg.precision_mode == "int8" else "high"
+            d = Decision(mode, "forced", self.model.predict(mode, batch))
+        else:
+            mode, reason = policy.wanted(degradation, cfg)
+            if mode == "high":
+                if self.model.samples("high") < self.model.min_samples:
+                    reason = "warming_up"
+                ok, pred = self.fits("high", batch, age_ms)
+                if not ok:
+                    mode, reason = "int8", "budget"
+                    pred = self.model.predict("int8", batch)
+            else:
+                pred = self.model.predict("int8", batch)
+            d = Decision(mode, reason, pred)
+        policy.last_mode = d.mode
+        return d

@@ -1,0 +1,381 @@
+"""The perception pipeline shared by the ROS node and the rosbag replay.
+
+One newest-frame slot per camera, one inference worker that batches the ready frames of all
+cameras (fair, least recently served first), a precision decision per frame, stale frames
+dropped by age, and rolling statistics for diagnostics.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from dpa_perception.core.errors import ConfigError
+from dpa_perception.core.governor import GovernorConfig, PrecisionGovernor
+from dpa_perception.core.types import INPUT_SHAPE_POLICIES, MODES, Detections, Mode
+from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
+
+NS = 1_000_000_000
+
+
+@dataclass
+class PipelineConfig(GovernorConfig):
+    """Governor policy plus scheduling settings (``max_batch`` and ``input_shape`` are structural)."""
+
+    max_batch: int = 4
+    input_shape: str = "square"
+    visibility_every_n: int = 1
+    stale_after_s: float = 2.0  # a camera with no frame for this long is reported stale
+
+    STRUCTURAL = ("max_batch", "input_shape")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 1 <= self.max_batch <= 64:
+            raise ConfigError(f"max_batch {self.max_batch} is outside [1, 64]")
+        if self.input_shape not in INPUT_SHAPE_POLICIES:
+            raise ConfigError(f"input_shape must be one of {', '.join(INPUT_SHAPE_POLICIES)}")
+        if not 1 <= self.visibility_every_n <= 1000:
+            raise ConfigError(f"visibility_every_n {self.visibility_every_n} is outside [1, 1000]")
+        if self.stale_after_s <= 0:
+            raise ConfigError("stale_after_s must be positive")
+
+
+@dataclass
+class FrameResult:
+    """What happened to one input frame."""
+
+    camera: str
+    stamp_ns: int
+    meta: Any
+    status: str  # processed | dropped
+    mode: Mode | None
+    reason: str  # decision reason, or why it was dropped (stale, replaced)
+    detections: Detections = field(default_factory=Detections.empty)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    visibility: VisibilityReport | None = None
+
+
+@dataclass
+class _Pending:
+    frame: np.ndarray
+    stamp_ns: int
+    meta: Any
+    decode_ms: float
+    arrived_ns: int
+
+
+class _Camera:
+    def __init__(self, name: str):
+        self.name = name
+        self.pending: _Pending | None = None
+        self.received = self.processed = self.dropped = self.misses = self.input_errors = 0
+        self.last_error = ""
+        self.last_error_ns = 0
+        self.last_arrival_ns: int | None = None
+        self.last_stamp_ns: int | None = None
+        self.arrivals: deque[int] = deque(maxlen=30)
+        self.last_served_ns = 0
+        self.frame_index = 0
+        self.visibility: VisibilityReport | None = None
+
+
+class RollingStats:
+    """Bounded windows of latencies and counters for diagnostics and summaries."""
+
+    STAGES = ("queue_wait", "decode", "preprocess", "inference", "postprocess", "e2e")
+
+    def __init__(self, window: int = 1024):
+        self.stages: dict[str, deque[float]] = {s: deque(maxlen=window) for s in self.STAGES}
+        self.frames_per_mode = dict.fromkeys(MODES, 0)
+        self.switches = 0
+        self.over_budget = 0
+        self.last_mode: Mode | None = None
+        self.last_reason = ""
+        self.over_budget_since_ns: int | None = None
+
+    def add(self, r: FrameResult, budget_ms: float, now_ns: int) -> None:
+        for s in self.STAGES:
+            if s in r.timing_ms:
+                self.stages[s].append(r.timing_ms[s])
+        assert r.mode is not None
+        self.frames_per_mode[r.mode] += 1
+        if self.last_mode is not None and r.mode != self.last_mode:
+            self.switches += 1
+        self.last_mode, self.last_reason = r.mode, r.reason
+        if r.timing_ms["e2e"] > budget_ms:
+            self.over_budget += 1
+            if self.over_budget_since_ns is None:
+                self.over_budget_since_ns = now_ns
+        else:
+            self.over_budget_since_ns = None
+
+    def percentiles(self, stage: str) -> dict[str, float | None]:
+        v = self.stages[stage]
+        if not v:
+            return {"p50": None, "p95": None, "p99": None}
+        a = np.asarray(v)
+        return {k: round(float(np.percentile(a, q)), 3) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+
+
+class Pipeline:
+    """Frames in (``submit``), results out (``step`` or the worker's callback).
+
+    ``clock_ns`` gives "now" in the time base of the frame stamps (ROS time in the node, bag
+    time in the replay), so end-to-end latency is measured from the capture stamp.
+    """
+
+    def __init__(
+        self,
+        engine: Any,  # DualModeEngine or anything with infer(frames, mode, input_shape) and supports()
+        config: PipelineConfig | None = None,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+        visibility: VisibilityEstimator | None = None,
+    ):
+        self.config = config or PipelineConfig()
+        self.config.validate()
+        if not engine.supports(self.config.input_shape):
+            raise ConfigError(f"the engine does not support input_shape {self.config.input_shape!r}")
+        self.engine = engine
+        self.clock_ns = clock_ns
+        self.visibility = visibility or VisibilityEstimator()
+        self.governor = PrecisionGovernor(self.config)
+        self.stats_window = RollingStats()
+        self._cams: dict[str, _Camera] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._dropped: list[FrameResult] = []
+        self._worker: threading.Thread | None = None
+        self._running = False
+        self._seed_latency_model()
+
+    # ------------------------------------------------------------------ inputs
+
+    def _seed_latency_model(self) -> None:
+        """Measured warm-up calls, so the first decisions rest on this machine's numbers."""
+        stats = getattr(self.engine, "stats", None)
+        if stats is None:
+            return
+        for m in MODES:
+            for ms in list(stats[m].per_frame_ms)[-self.governor.model.min_samples :]:
+                self.governor.model.observe(m, 1, ms)
+
+    def add_camera(self, camera: str) -> None:
+        with self._lock:
+            self._cams.setdefault(camera, _Camera(camera))
+
+    def submit(self, camera: str, frame: np.ndarray, stamp_ns: int, meta: Any = None, decode_ms: float = 0.0) -> None:
+        """Put ``frame`` in ``camera``'s slot; an older unprocessed frame there is dropped (replaced)."""
+        now = self.clock_ns()
+        with self._lock:
+            cam = self._cams.setdefault(camera, _Camera(camera))
+            cam.received += 1
+            cam.arrivals.append(now)
+            cam.last_arrival_ns, cam.last_stamp_ns = now, stamp_ns
+            if cam.pending is not None:
+                old = cam.pending
+                cam.dropped += 1
+                self._dropped.append(FrameResult(camera, old.stamp_ns, old.meta, "dropped", None, "replaced"))
+            cam.pending = _Pending(frame, stamp_ns, meta, decode_ms, now)
+            self._ready.notify()
+
+    def report_input_error(self, camera: str, message: str) -> None:
+        """Record a malformed input on ``camera``; the camera stays served."""
+        with self._lock:
+            cam = self._cams.setdefault(camera, _Camera(camera))
+            cam.received += 1
+            cam.input_errors += 1
+            cam.last_error = message
+            cam.last_error_ns = self.clock_ns()
+
+    def set_external_weather(self, visibility_m: float | None, precipitation: bool, stamp_s: float) -> None:
+        self.visibility.set_external(visibility_m, precipitation, stamp_s)
+
+    def update(self, **changes: Any) -> None:
+        """Change live-safe settings (validated as a whole; nothing changes on error)."""
+        names = {f.name for f in fields(PipelineConfig)}
+        unknown = [k for k in changes if k not in names]
+        if unknown:
+            raise ConfigError(f"unknown pipeline setting(s): {', '.join(unknown)}")
+        structural = [k for k in changes if k in PipelineConfig.STRUCTURAL and changes[k] != getattr(self.config, k)]
+        if structural:
+            raise ConfigError(f"{', '.join(structural)} can only change through reconfigure")
+        new = replace(self.config, **changes)
+        new.validate()
+        with self._lock:
+            for k, v in changes.items():
+                setattr(self.config, k, v)
+
+    # ------------------------------------------------------------------ processing
+
+    def _take_batch(self, now: int) -> tuple[list[tuple[_Camera, _Pending]], list[FrameResult]]:
+        """Under the lock: pop ready frames, fairest first, dropping those already too old."""
+        budget_ns = self.config.latency_budget_ms * 1e6
+        dropped = self._dropped
+        self._dropped = []
+        ready = []
+        for cam in self._cams.values():
+            p = cam.pending
+            if p is None:
+                continue
+            if now - p.stamp_ns > budget_ns:
+                cam.pending = None
+                cam.dropped += 1
+                cam.misses += 1
+                dropped.append(FrameResult(cam.name, p.stamp_ns, p.meta, "dropped", None, "stale"))
+                continue
+            ready.append(cam)
+        ready.sort(key=lambda c: c.last_served_ns)
+        taken = []
+        for cam in ready[: self.config.max_batch]:
+            assert cam.pending is not None
+            taken.append((cam, cam.pending))
+            cam.pending = None
+        return taken, dropped
+
+    def _shed(self, batch: list[tuple[_Camera, _Pending]], now: int) -> list[tuple[_Camera, _Pending]]:
+        """When even INT8 cannot finish the whole batch in time, put back the most recently served cameras' frames."""
+        while len(batch) > 1:
+            oldest_ms = max((now - p.stamp_ns) / 1e6 for _, p in batch)
+            ok, _ = self.governor.fits("int8", len(batch), oldest_ms)
+            if ok:
+                break
+            cam, p = max(batch, key=lambda cp: cp[0].last_served_ns)
+            batch.remove((cam, p))
+            with self._lock:
+                if cam.pending is None:  # no newer frame arrived meanwhile: it may still make it next round
+                    cam.pending = p
+        return batch
+
+    def step(self) -> list[FrameResult]:
+        """Run one scheduling round: at most one batch per mode. Returns every frame it resolved."""
+        now = self.clock_ns()
+        with self._lock:
+            batch, results = self._take_batch(now)
+            cfg = replace(self.config)
+        if not batch:
+            return results
+        batch = self._shed(batch, now)
+        groups: dict[Mode, list[tuple[_Camera, _Pending, VisibilityReport | None, str]]] = {m: [] for m in MODES}
+        for cam, p in batch:
+            vis = cam.visibility
+            if vis is None or cam.frame_index % cfg.visibility_every_n == 0:
+                vis = self.visibility.estimate(p.frame, now_s=now / NS)
+                cam.visibility = vis
+            cam.frame_index += 1
+            age_ms = (now - p.stamp_ns) / 1e6
+            d = self.governor.decide(cam.name, vis.degradation, age_ms, len(batch))
+            groups[d.mode].append((cam, p, vis, d.reason))
+        for mode, items in groups.items():
+            if not items:
+                continue
+            t_start = self.clock_ns()
+            res = self.engine.infer([p.frame for _, p, _, _ in items], mode, cfg.input_shape)
+            done = self.clock_ns()
+            n = len(items)
+            self.governor.observe(mode, n, res.timing.inference_ms, (res.timing.preprocess_ms + res.timing.postprocess_ms) / n)
+            with self._lock:
+                for (cam, p, vis, reason), dets in zip(items, res.detections):
+                    timing = {
+                        "queue_wait": round((t_start - p.arrived_ns) / 1e6, 3),
+                        "decode": round(p.decode_ms, 3),
+                        "preprocess": round(res.timing.preprocess_ms / n, 3),
+                        "inference": round(res.timing.inference_ms / n, 3),
+                        "postprocess": round(res.timing.postprocess_ms / n, 3),
+                        "e2e": round((done - p.stamp_ns) / 1e6, 3),
+                    }
+                    r = FrameResult(cam.name, p.stamp_ns, p.meta, "processed", mode, reason, dets, timing, vis)
+                    cam.processed += 1
+                    cam.last_served_ns = done
+                    if timing["e2e"] > cfg.latency_budget_ms:
+                        cam.misses += 1
+                    self.stats_window.add(r, cfg.latency_budget_ms, done)
+                    results.append(r)
+        return results
+
+    # ------------------------------------------------------------------ worker
+
+    def start(self, on_result: Callable[[FrameResult], None]) -> None:
+        """Start the inference worker; ``on_result`` is called on its thread for every resolved frame."""
+        if self._worker is not None:
+            return
+        self._running = True
+
+        def loop() -> None:
+            while self._running:
+                with self._lock:
+                    if not any(c.pending for c in self._cams.values()) and not self._dropped:
+                        self._ready.wait(timeout=0.1)
+                if not self._running:
+                    break
+                for r in self.step():
+                    on_result(r)
+
+        self._worker = threading.Thread(target=loop, name="dpa-inference", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._running = False
+        with self._lock:
+            self._ready.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+            self._worker = None
+
+    # ------------------------------------------------------------------ statistics
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of everything diagnostics report."""
+        now = self.clock_ns()
+        cfg = self.config
+        with self._lock:
+            cams = {}
+            vis_reports = []
+            for name, c in self._cams.items():
+                if c.last_arrival_ns is None:
+                    state = "rejecting" if c.input_errors else "waiting"
+                elif (now - c.last_arrival_ns) / NS > cfg.stale_after_s:
+                    state = "rejecting" if c.last_error_ns > c.last_arrival_ns else "stale"
+                elif c.last_error_ns > c.last_arrival_ns:
+                    state = "rejecting"
+                else:
+                    state = "active"
+                arr = list(c.arrivals)
+                rate = (len(arr) - 1) / ((arr[-1] - arr[0]) / NS) if len(arr) > 1 and arr[-1] > arr[0] else 0.0
+                cams[name] = {
+                    "state": state,
+                    "input_rate_hz": round(rate, 2),
+                    "stamp_age_ms": round((now - c.last_stamp_ns) / 1e6, 1) if c.last_stamp_ns is not None else None,
+                    "received": c.received, "processed": c.processed, "dropped": c.dropped,
+                    "deadline_misses": c.misses, "input_errors": c.input_errors, "last_error": c.last_error,
+                }  # fmt: skip
+                if c.visibility is not None:
+                    vis_reports.append(c.visibility)
+            s = self.stats_window
+            worst = max(vis_reports, key=lambda v: v.degradation, default=None)
+            return {
+                "cameras": cams,
+                "precision": {"mode": s.last_mode, "reason": s.last_reason, "setting": cfg.precision_mode,
+                              "frames_per_mode": dict(s.frames_per_mode), "switches": s.switches},  # fmt: skip
+                "latency": {
+                    "e2e_ms": s.percentiles("e2e"),
+                    "stages_ms": {st: s.percentiles(st)["p50"] for st in RollingStats.STAGES if st != "e2e"},
+                    "budget_ms": cfg.latency_budget_ms,
+                    "over_budget": s.over_budget,
+                    "misses": sum(c.misses for c in self._cams.values()),
+                    "over_budget_for_s": round((now - s.over_budget_since_ns) / NS, 2)
+                    if s.over_budget_since_ns is not None else None,
+                },  # fmt: skip
+                "visibility": {
+                    "degradation": round(worst.degradation, 3) if worst else None,
+                    "label": worst.label if worst else None,
+                    "scores": {k: round(v, 3) for k, v in worst.scores.items()} if worst else {},
+                    "external_age_s": worst.external_age_s if worst else None,
+                },
+            }

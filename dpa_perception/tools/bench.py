@@ -1,0 +1,83 @@
+"""``dpa-bench``: time both variants interleaved in one run; last line is a JSON summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dpa_perception.core.engine import DualModeEngine
+from dpa_perception.core.image_codec import IMAGE_SUFFIXES, read_image
+from dpa_perception.core.types import MODES
+from dpa_perception.tools.cli_common import add_engine_args, ort_options, run_cli
+
+
+def _frames(images: Path | None, batch: int, hw: tuple[int, int]) -> list[np.ndarray]:
+    if images is None:
+        rng = np.random.default_rng(0)  # a synthetic 960x540 frame when no images are given
+        return [rng.integers(0, 255, (540, 960, 3), dtype=np.uint8) for _ in range(batch)]
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if images.is_dir() else [images]
+    imgs = [read_image(p) for p in files]
+    return [imgs[i % len(imgs)] for i in range(batch)]
+
+
+def time_modes(engine: DualModeEngine, frames: list[np.ndarray], runs: int, input_shape: str) -> dict[str, list[float]]:
+    """Per-frame milliseconds of end-to-end engine calls for each mode, interleaved run by run."""
+    for m in MODES:
+        engine.infer(frames, m, input_shape)
+    out: dict[str, list[float]] = {m: [] for m in MODES}
+    for _ in range(runs):
+        for m in MODES:
+            t0 = time.perf_counter()
+            engine.infer(frames, m, input_shape)
+            out[m].append((time.perf_counter() - t0) * 1e3 / len(frames))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="dpa-bench", description=__doc__)
+    add_engine_args(p)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--images", type=Path, help="image or folder to time on (default: a synthetic 960x540 frame)")
+    p.add_argument("--compare-shapes", action="store_true", help="also time the other input shape policy")
+    a = p.parse_args(argv)
+
+    def body() -> int:
+        engine = DualModeEngine(a.engine, backend=a.backend, ort_options=ort_options(a), max_batch=max(a.batch, 1))
+        frames = _frames(a.images, a.batch, engine.spec.input_hw)
+        policies = [a.input_shape]
+        if a.compare_shapes:
+            policies += [s for s in ("square", "rect") if s != a.input_shape and engine.supports(s)]
+        print(f"engine {a.engine} backend {a.backend} batch {a.batch} runs {a.runs} "
+              f"threads {a.threads} spin {a.spin}")  # fmt: skip
+        print(f"{'shape':8s} {'mode':6s} {'p50 ms/frame':>13s} {'p90':>8s} {'min':>8s}")
+        summary: dict[str, dict[str, float]] = {}
+        for policy in policies:
+            times = time_modes(engine, frames, a.runs, policy)
+            summary[policy] = {}
+            for m, v in times.items():
+                arr = np.asarray(v)
+                summary[policy][m] = float(np.median(arr))
+                print(f"{policy:8s} {m:6s} {np.median(arr):13.2f} {np.percentile(arr, 90):8.2f} {arr.min():8.2f}")
+        main_p = summary[a.input_shape]
+        if len(policies) > 1:
+            other = policies[1]
+            print(f"{other} vs {a.input_shape}: high {main_p['high'] / summary[other]['high']:.2f}x, "
+                  f"int8 {main_p['int8'] / summary[other]['int8']:.2f}x faster")  # fmt: skip
+        engine.close()
+        print(json.dumps({"high_ms": round(main_p["high"], 3), "int8_ms": round(main_p["int8"], 3),
+                          "ratio": round(main_p["high"] / main_p["int8"], 3), "batch": a.batch,
+                          "input_shape": a.input_shape}))  # fmt: skip
+        return 0
+
+    return run_cli("dpa-bench", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Replay report: one picture that shows latency, mode, visibility and detections over time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def write_report(path: Path, frames: list[dict[str, Any]], budget_ms: float, title: str) -> None:
+    """Four panels over bag time: end-to-end latency with the budget, mode, visibility, detections."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not frames:
+        raise ValueError("no frames to report")
+    t0 = min(f["stamp_ns"] for f in frames)
+    proc = [f for f in frames if f["status"] == "processed"]
+    drop = [f for f in frames if f["status"] != "processed"]
+    t = np.array([(f["stamp_ns"] - t0) / 1e9 for f in proc])
+    fig, axes = plt.subplots(4, 1, figsize=(12, 10), sharex=True, gridspec_kw={"height_ratios": [3, 1.2, 2, 2]})
+    ax = axes[0]
+    cams = sorted({f["topic"] for f in frames})
+    for cam in cams:
+        sel = [i for i, f in enumerate(proc) if f["topic"] == cam]
+        ax.plot(t[sel], [proc[i]["e2e_ms"] for i in sel], ".", ms=4, label=cam)
+    ax.axhline(budget_ms, color="r", ls="--", label=f"budget {budget_ms:g} ms")
+    if drop:
+        td = [(f["stamp_ns"] - t0) / 1e9 for f in drop]
+        ax.plot(td, [budget_ms * 1.05] * len(td), "x", color="k", ms=5, label=f"dropped ({len(drop)})")
+    ax.set_ylabel("end-to-end ms")
+    ax.legend(loc="upper left", fontsize=7, ncol=min(4, len(cams) + 2))
+    e2e = np.array([f["e2e_ms"] for f in proc]) if proc else np.zeros(1)
+    ax.set_title(f"{title}\n{len(proc)} processed, {len(drop)} dropped, p50 {np.percentile(e2e, 50):.0f} ms, "
+                 f"p99 {np.percentile(e2e, 99):.0f} ms")  # fmt: skip
+    ax = axes[1]
+    modes = np.array([1 if f["mode"] == "high" else 0 for f in proc])
+    ax.scatter(t, modes, c=np.where(modes == 1, "#d62728", "#1f77b4"), s=6)
+    ax.set_yticks([0, 1], ["int8", "high"])
+    ax.set_ylim(-0.5, 1.5)
+    ax.set_ylabel("mode")
+    ax = axes[2]
+    vis = np.array([f["visibility"]["score"] if f.get("visibility") else np.nan for f in proc])
+    ax.plot(t, vis, ".", ms=3, color="#555")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("visibility\ndegradation")
+    ax = axes[3]
+    ax.bar(t, [f["detections"] for f in proc], width=max(0.02, (t.max() - t.min()) / max(len(t), 1) * 0.8 if len(t) else 0.1))
+    ax.set_ylabel("detections")
+    ax.set_xlabel("bag time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
