@@ -1,0 +1,322 @@
+"""The ROS node's parameters as data, and their validation, without ROS.
+
+:data:`PARAMS` is the single table of every parameter (name, type, default, range or choices,
+description, live or structural). The node turns it into ``ParameterDescriptor`` objects (structural
+parameters read-only, numeric ranges enforced by rclpy itself) and uses :func:`validate_values` at
+configure time and :func:`validate_live_update` in its on-set-parameters callback. The same table
+is rendered in ``docs/ros.md`` and mirrored by ``config/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dpa_perception.core.errors import ConfigError
+from dpa_perception.core.topics import check_topic_name, resolve_output_topics
+
+# Parameter value types (mirroring rcl_interfaces/ParameterType).
+BOOL = "bool"
+INT = "int"
+DOUBLE = "double"
+STRING = "string"
+INT_ARRAY = "int_array"
+STRING_ARRAY = "string_array"
+TYPES = (BOOL, INT, DOUBLE, STRING, INT_ARRAY, STRING_ARRAY)
+
+BACKENDS = ("onnxruntime", "tensorrt")
+PLACEMENTS = ("auto", "cpu", "gpu", "dla:0", "dla:1")
+PRECISION_MODES = ("auto", "int8", "high")
+INPUT_SHAPES = ("square", "rect")
+QOS_RELIABILITY = ("best_effort", "reliable", "system_default")
+QOS_HISTORY = ("keep_last", "keep_all", "system_default")
+MAX_CLASS_ID = 65534  # vision_msgs/VisionClass.class_id is uint16; 65535 means UNLABELED
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter."""
+
+    name: str
+    type: str
+    default: Any
+    description: str
+    live: bool = False  # True: may change while the node runs; False: read-only after start
+    min: float | None = None  # inclusive bounds (numbers; per element for int arrays)
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def range_text(self) -> str:
+        if self.choices:
+            return ", ".join(self.choices)
+        if self.min is not None and self.max is not None:
+            return f"[{_fmt(self.min, self.type)}, {_fmt(self.max, self.type)}]"
+        return ""
+
+    @property
+    def empty_array_default(self) -> bool:
+        """An empty array default: declared with dynamic typing (see docs/ros.md, "empty lists")."""
+        return self.type in (INT_ARRAY, STRING_ARRAY) and not self.default
+
+
+def _fmt(v: float, typ: str) -> str:
+    return str(int(v)) if typ in (INT, INT_ARRAY) else repr(float(v))
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    # ---- engine (structural: loaded at configure)
+    ParamSpec("engine_dir", STRING, "",
+              "Engine folder written by dpa-build (manifest.json + both variants). Required; never built by the node."),
+    ParamSpec("backend", STRING, "onnxruntime", "Inference backend.", choices=BACKENDS),
+    ParamSpec("placement_int8", STRING, "auto",
+              "Where the INT8 variant runs (auto = cpu for onnxruntime, gpu for tensorrt).", choices=PLACEMENTS),
+    ParamSpec("placement_high", STRING, "auto",
+              "Where the high-precision variant runs (auto = cpu for onnxruntime, gpu for tensorrt).",
+              choices=PLACEMENTS),
+    ParamSpec("gpu_fallback", BOOL, True,
+              "DLA placements: layers the DLA cannot run fall back to the GPU (must match the built engine)."),
+    ParamSpec("ort_intra_op_threads", INT, 1,
+              "ONNX Runtime intra-op threads per variant (0 = ONNX Runtime default).", min=0, max=256),
+    ParamSpec("max_batch", INT, 4, "Most frames (one per camera) run in one engine call.", min=1, max=64),
+    ParamSpec("input_shape", STRING, "square",
+              "Letterbox canvas: square (model size) or rect (smallest stride multiple; needs dynamic H/W).",
+              choices=INPUT_SHAPES),
+    # ---- precision governor (live)
+    ParamSpec("precision_mode", STRING, "auto",
+              "auto: governor picks per frame; int8 / high: force one variant.", live=True,
+              choices=PRECISION_MODES),
+    ParamSpec("latency_budget_ms", DOUBLE, 85.0,
+              "End-to-end budget, capture stamp to publish (ms).", live=True, min=1.0, max=10000.0),
+    ParamSpec("safety_margin_ms", DOUBLE, 10.0,
+              "Margin kept below the budget when predicting whether a variant fits (ms).", live=True,
+              min=0.0, max=1000.0),
+    ParamSpec("enter_high_threshold", DOUBLE, 0.5,
+              "Visibility degradation at or above which auto mode switches to high precision.", live=True,
+              min=0.0, max=1.0),
+    ParamSpec("leave_high_threshold", DOUBLE, 0.35,
+              "Degradation below which auto mode returns to INT8 (must not exceed enter_high_threshold).",
+              live=True, min=0.0, max=1.0),
+    ParamSpec("min_dwell_frames", INT, 10, "Frames a precision mode is kept before switching again.",
+              live=True, min=0, max=10000),
+    ParamSpec("visibility_every_n", INT, 1, "Estimate visibility on every n-th frame per camera.", live=True,
+              min=1, max=1000),
+    # ---- decoding (live)
+    ParamSpec("score_threshold", DOUBLE, 0.3, "Minimum detection score (also LabelInfo.threshold).",
+              live=True, min=0.0, max=1.0),
+    ParamSpec("nms_iou", DOUBLE, 0.45, "IoU above which NMS suppresses the lower-scored box.", live=True,
+              min=0.01, max=1.0),
+    ParamSpec("class_agnostic_nms", BOOL, False, "Run NMS across classes instead of per class.", live=True),
+    ParamSpec("class_filter", INT_ARRAY, [],
+              "Class ids to keep (empty = all). Omit the key in YAML for all classes.", live=True,
+              min=0, max=MAX_CLASS_ID),
+    # ---- topics and QoS (structural)
+    ParamSpec("camera_topics", STRING_ARRAY, ["/camera/image_raw"],
+              "Input image topics; a name ending in /compressed is sensor_msgs/CompressedImage, else Image."),
+    ParamSpec("detection_topics", STRING_ARRAY, [],
+              "Detection2DArray topic per camera (same order); empty = camera namespace + /detections."),
+    ParamSpec("qos_reliability", STRING, "best_effort",
+              "Camera subscription reliability (REP-2003 sensor data: best_effort).", choices=QOS_RELIABILITY),
+    ParamSpec("qos_history", STRING, "keep_last", "Camera subscription history.", choices=QOS_HISTORY),
+    ParamSpec("qos_depth", INT, 1, "Camera subscription depth (keep_last); 1 = newest frame only.", min=1,
+              max=100),
+    ParamSpec("weather_topic", STRING, "",
+              "Optional std_msgs/Float32: meteorological visibility in metres from a road weather station "
+              "(NaN or negative = unknown). Empty = not subscribed."),
+    ParamSpec("precipitation_topic", STRING, "",
+              "Optional std_msgs/Bool: precipitation reported by the weather station. Empty = not subscribed."),
+    ParamSpec("publish_debug_image", BOOL, False,
+              "Advertise the detections topic + /image (annotated bgr8 Image); drawn only while subscribed."),
+    # ---- diagnostics
+    ParamSpec("diagnostics_period_s", DOUBLE, 1.0, "Period of /diagnostics (node clock, s).", min=0.05,
+              max=60.0),
+    ParamSpec("latency_error_after_s", DOUBLE, 5.0,
+              "Latency diagnostic turns ERROR once every frame has been over budget for this long (s).",
+              live=True,
+              min=0.0, max=3600.0),
+)  # fmt: skip
+
+SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+LIVE: frozenset[str] = frozenset(p.name for p in PARAMS if p.live)
+STRUCTURAL: frozenset[str] = frozenset(p.name for p in PARAMS if not p.live)
+
+# Live parameters and the PipelineConfig field / DecodeConfig field each one maps to.
+PIPELINE_FIELDS: dict[str, str] = {
+    "precision_mode": "precision_mode",
+    "latency_budget_ms": "latency_budget_ms",
+    "safety_margin_ms": "safety_margin_ms",
+    "enter_high_threshold": "enter_high_threshold",
+    "leave_high_threshold": "leave_high_threshold",
+    "min_dwell_frames": "min_dwell_frames",
+    "visibility_every_n": "visibility_every_n",
+}
+DECODE_FIELDS: dict[str, str] = {
+    "score_threshold": "score_threshold",
+    "nms_iou": "nms_iou",
+    "class_agnostic_nms": "class_agnostic",
+    "class_filter": "class_filter",
+}
+
+
+def defaults() -> dict[str, Any]:
+    """Every parameter at its default (lists copied)."""
+    return {p.name: list(p.default) if isinstance(p.default, list) else p.default for p in PARAMS}
+
+
+def _as_list(name: str, value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple, array.array)):
+        return list(value)
+    raise ConfigError(f"{name} must be a list, got {type(value).__name__} {value!r}")
+
+
+def coerce(spec: ParamSpec, value: Any) -> Any:
+    """``value`` converted to the parameter's Python type and checked, or :class:`ConfigError`.
+
+    Accepts what rclpy hands over (``array.array`` for numeric arrays, any empty list for an empty
+    array, ints for doubles) and checks the range or choices.
+    """
+    n = spec.name
+    if spec.type == BOOL:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{n} must be true or false, got {value!r}")
+        return value
+    if spec.type == INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{n} must be an integer, got {value!r}")
+        _check_range(spec, value)
+        return int(value)
+    if spec.type == DOUBLE:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{n} must be a finite number, got {value!r}")
+        _check_range(spec, float(value))
+        return float(value)
+    if spec.type == STRING:
+        if not isinstance(value, str):
+            raise ConfigError(f"{n} must be a string, got {value!r}")
+        value = value.strip()
+        if spec.choices and value.lower() not in spec.choices:
+            raise ConfigError(f"{n} must be one of {', '.join(spec.choices)}, got {value!r}")
+        return value.lower() if spec.choices else value
+    if spec.type == INT_ARRAY:
+        items = _as_list(n, value)
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in items):
+            raise ConfigError(f"{n} must be a list of integers, got {items!r}")
+        for v in items:
+            _check_range(spec, v)
+        return [int(v) for v in items]
+    if spec.type == STRING_ARRAY:
+        items = _as_list(n, value)
+        if any(not isinstance(v, str) for v in items):
+            raise ConfigError(f"{n} must be a list of strings, got {items!r}")
+        return [v.strip() for v in items]
+    raise AssertionError(spec.type)
+
+
+def _check_range(spec: ParamSpec, v: float) -> None:
+    if spec.min is not None and spec.max is not None and not spec.min <= v <= spec.max:
+        raise ConfigError(f"{spec.name} {v!r} is outside [{_fmt(spec.min, spec.type)}, {_fmt(spec.max, spec.type)}]")
+
+
+def _check_live_cross(values: Mapping[str, Any]) -> None:
+    if values["leave_high_threshold"] > values["enter_high_threshold"]:
+        raise ConfigError(
+            f"leave_high_threshold ({values['leave_high_threshold']}) must not exceed enter_high_threshold "
+            f"({values['enter_high_threshold']}): hysteresis"
+        )
+    if values["safety_margin_ms"] >= values["latency_budget_ms"]:
+        raise ConfigError(
+            f"safety_margin_ms ({values['safety_margin_ms']}) must be below latency_budget_ms "
+            f"({values['latency_budget_ms']})"
+        )
+
+
+def resolved_placement(values: Mapping[str, Any], variant: str) -> str:
+    """The placement of ``variant`` ("int8" or "high") with ``auto`` resolved for the backend."""
+    p = values[f"placement_{variant}"]
+    if p == "auto":
+        return "cpu" if values["backend"] == "onnxruntime" else "gpu"
+    return str(p)
+
+
+def validate_values(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """All parameters checked (types, ranges, choices, cross-parameter rules); normalised values.
+
+    Missing names take their defaults; unknown names are ignored (ROS adds ``use_sim_time``...).
+    Raises :class:`ConfigError` naming the first offending parameter.
+    """
+    values = defaults()
+    for name, value in raw.items():
+        if name in SPECS:
+            values[name] = coerce(SPECS[name], value)
+    if not values["engine_dir"]:
+        raise ConfigError("engine_dir is empty: point it at an engine folder built with dpa-build")
+    for variant in ("int8", "high"):
+        place = resolved_placement(values, variant)
+        if values["backend"] == "onnxruntime" and place != "cpu":
+            raise ConfigError(f"placement_{variant} {place} needs backend tensorrt (onnxruntime runs on the cpu)")
+        if values["backend"] == "tensorrt" and place == "cpu":
+            raise ConfigError(f"placement_{variant} cpu needs backend onnxruntime (tensorrt runs on gpu or dla)")
+    _check_live_cross(values)
+    values["detection_topics"] = resolve_output_topics(values["camera_topics"], values["detection_topics"])
+    for name in ("weather_topic", "precipitation_topic"):
+        if values[name]:
+            check_topic_name(values[name], name)
+    return values
+
+
+def validate_live_update(current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The live parameters in ``changes`` checked against ``current``; returns them normalised.
+
+    Structural parameters are refused (the node declares them read-only, so rclpy refuses them first);
+    cross-parameter rules are checked on the merged values. Raises :class:`ConfigError` with the reason.
+    """
+    out: dict[str, Any] = {}
+    for name, value in changes.items():
+        spec = SPECS.get(name)
+        if spec is None:
+            continue
+        if not spec.live:
+            raise ConfigError(f"{name} is structural (read-only); it takes effect only at node start")
+        out[name] = coerce(spec, value)
+    merged = {**defaults(), **{k: v for k, v in current.items() if k in SPECS}, **out}
+    _check_live_cross(merged)
+    return out
+
+
+def pipeline_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of ``PipelineConfig`` from validated values."""
+    kw = {field: values[name] for name, field in PIPELINE_FIELDS.items()}
+    kw["max_batch"] = values["max_batch"]
+    kw["input_shape"] = values["input_shape"]
+    return kw
+
+
+def pipeline_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of validated live changes that goes to ``Pipeline.update``."""
+    return {PIPELINE_FIELDS[k]: v for k, v in changes.items() if k in PIPELINE_FIELDS}
+
+
+def decode_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of ``DecodeConfig`` from (validated) values."""
+    kw: dict[str, Any] = {field: values[name] for name, field in DECODE_FIELDS.items()}
+    kw["class_filter"] = frozenset(int(c) for c in values["class_filter"])
+    return kw
+
+
+def touches_decode(changes: Mapping[str, Any]) -> bool:
+    return any(k in DECODE_FIELDS for k in changes)
+
+
+def table_markdown(specs: Sequence[ParamSpec] = PARAMS) -> str:
+    """The parameter table as Markdown (kept in docs/ros.md; a test checks it is current)."""
+    rows = ["| name | type | default | range / choices | live | description |", "|---|---|---|---|---|---|"]
+    for p in specs:
+        default = repr(p.default) if p.type in (STRING, STRING_ARRAY, INT_ARRAY) else str(p.default).lower()
+        rows.append(
+            f"| `{p.name}` | {p.type} | `{default}` | {p.range_text} | {'live' if p.live else 'structural'} "
+            f"| {p.description} |"
+        )
+    return "\n".join(rows)

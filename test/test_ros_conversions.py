@@ -1,0 +1,385 @@
+"""ROS-free parts of the ROS layer: detections -> messages, annotation, stamps, diagnostic levels.
+
+The message builders are exercised with look-alike classes that have the vision_msgs 4.x field
+layout (Detection2D.bbox.center.position.x ...); the real classes are used in test_ros_node.py.
+"""
+
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from dpa_perception.core.types import Detections
+from dpa_perception.ros.conversions import (
+    VisionTypes,
+    annotate,
+    box_records,
+    class_map,
+    detection_array_msg,
+    image_fields,
+    image_msg,
+    label_info_msg,
+    ns_to_stamp,
+    stamp_to_ns,
+)
+from dpa_perception.ros.diagnostics import ERROR, OK, WARN, DiagnosticsBuilder, fmt
+
+# ---------------------------------------------------------------- look-alike messages
+
+
+@dataclass
+class _Point2D:
+    x: float = 0.0
+    y: float = 0.0
+
+
+@dataclass
+class _Pose2D:
+    position: _Point2D = field(default_factory=_Point2D)
+    theta: float = 0.0
+
+
+@dataclass
+class _BBox:
+    center: _Pose2D = field(default_factory=_Pose2D)
+    size_x: float = 0.0
+    size_y: float = 0.0
+
+
+@dataclass
+class _Hyp:
+    class_id: str = ""
+    score: float = 0.0
+
+
+@dataclass
+class _HypWithPose:
+    hypothesis: _Hyp = field(default_factory=_Hyp)
+    pose: Any = None
+
+
+@dataclass
+class _Det:
+    header: Any = None
+    results: list = field(default_factory=list)
+    bbox: _BBox = field(default_factory=_BBox)
+    id: str = ""
+
+
+@dataclass
+class _DetArray:
+    header: Any = None
+    detections: list = field(default_factory=list)
+
+
+@dataclass
+class _VisionClass:
+    class_id: int = 0
+    class_name: str = ""
+
+
+@dataclass
+class _LabelInfo:
+    header: Any = None
+    class_map: list = field(default_factory=list)
+    threshold: float = 0.0
+
+
+@dataclass
+class _Image:
+    header: Any = None
+    height: int = 0
+    width: int = 0
+    encoding: str = ""
+    is_bigendian: int = 0
+    step: int = 0
+    data: Any = None
+
+
+FAKE = VisionTypes(_DetArray, _Det, _HypWithPose, _LabelInfo, _VisionClass)
+NAMES = ["person", "bicycle", "car"]
+
+
+def dets(*rows: tuple[float, float, float, float, float, int]) -> Detections:
+    a = np.array(rows, np.float64).reshape(-1, 6)
+    return Detections(a[:, :4].astype(np.float32), a[:, 4].astype(np.float32), a[:, 5].astype(np.int64))
+
+
+# ---------------------------------------------------------------- conversions
+
+
+def test_stamps_round_trip() -> None:
+    assert stamp_to_ns(1600000000, 123) == 1600000000_000000123
+    assert ns_to_stamp(1600000000_000000123) == (1600000000, 123)
+    assert ns_to_stamp(stamp_to_ns(0, 999_999_999)) == (0, 999_999_999)
+
+
+def test_box_records_are_centre_and_full_size_in_pixels() -> None:
+    recs = box_records(dets((10, 20, 50, 100, 0.9, 2), (0, 0, 4, 2, 0.5, 99)), NAMES)
+    assert recs[0].center_x == 30.0 and recs[0].center_y == 60.0
+    assert recs[0].size_x == 40.0 and recs[0].size_y == 80.0
+    assert recs[0].class_id == "2" and recs[0].class_name == "car"
+    assert recs[0].score == pytest.approx(0.9)
+    assert recs[1].class_name == "99"  # unknown id: the number
+    assert all(isinstance(v, float) for v in (recs[0].center_x, recs[0].size_y, recs[0].score))
+    assert box_records(Detections.empty(), NAMES) == []
+
+
+def test_detection_array_copies_the_header_everywhere() -> None:
+    header = object()
+    msg = detection_array_msg(header, box_records(dets((10, 20, 50, 100, 0.9, 2)), NAMES), FAKE)
+    assert msg.header is header and len(msg.detections) == 1
+    d = msg.detections[0]
+    assert d.header is header
+    assert (d.bbox.center.position.x, d.bbox.center.position.y) == (30.0, 60.0)
+    assert (d.bbox.size_x, d.bbox.size_y) == (40.0, 80.0)
+    assert d.results[0].hypothesis.class_id == "2"
+    assert d.results[0].hypothesis.score == pytest.approx(0.9)
+    empty = detection_array_msg(header, [], FAKE)
+    assert empty.header is header and empty.detections == []
+
+
+def test_label_info_maps_ids_to_names() -> None:
+    msg = label_info_msg("h", NAMES, 0.3, FAKE)
+    assert [(c.class_id, c.class_name) for c in msg.class_map] == [(0, "person"), (1, "bicycle"), (2, "car")]
+    assert msg.threshold == pytest.approx(0.3) and msg.header == "h"
+    assert class_map([]) == []
+
+
+def test_image_fields_and_message() -> None:
+    frame = np.random.default_rng(0).integers(0, 255, (5, 7, 3), np.uint8)
+    f = image_fields(frame)
+    assert (f["height"], f["width"], f["step"], f["encoding"], f["is_bigendian"]) == (5, 7, 21, "bgr8", 0)
+    assert isinstance(f["data"], array.array) and f["data"].typecode == "B"
+    assert bytes(f["data"]) == frame.tobytes()
+    msg = image_msg("h", frame, _Image)
+    assert msg.header == "h" and msg.width == 7
+    with pytest.raises(ValueError):
+        image_fields(np.zeros((4, 4), np.uint8))
+
+
+def test_annotate_draws_on_a_copy(testdata: Path) -> None:
+    frame = cv2.imread(str(testdata / "images" / "uadetrac_MVI_20011_img00001.jpg"))
+    assert frame is not None
+    d = dets((100, 100, 300, 250, 0.87, 2), (-20, -20, 40, 5000, 0.4, 0))  # second box off-image
+    out = annotate(frame, d, NAMES)
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    assert not np.shares_memory(out, frame)
+    changed = np.any(out != frame, axis=2)
+    assert changed[100, 100:300].any() and changed[250, 100:300].any()  # box edges drawn
+    assert not changed[400:, 600:].any()  # far from any box: untouched
+    assert np.array_equal(annotate(frame, Detections.empty()), frame)
+    gray = annotate(frame[:, :, 0], d, NAMES)
+    assert gray.ndim == 3
+
+
+# ---------------------------------------------------------------- diagnostics levels
+
+
+def stats(**over: Any) -> dict[str, Any]:
+    cam = {"state": "active", "input_rate_hz": 10.0, "stamp_age_ms": 30.0, "received": 50, "processed": 48,
+           "dropped": 2, "deadline_misses": 0, "input_errors": 0, "last_error": ""}  # fmt: skip
+    s: dict[str, Any] = {
+        "cameras": {"/rsu/cam0/image_raw": dict(cam), "/rsu/cam1/image_raw/compressed": dict(cam)},
+        "precision": {"mode": "int8", "reason": "clear, fits budget", "setting": "auto",
+                      "frames_per_mode": {"int8": 40, "high": 8}, "switches": 2},
+        "latency": {"e2e_ms": {"p50": 40.0, "p95": 60.0, "p99": 70.0},
+                    "stages_ms": {"queue_wait": 2.0, "decode": 4.0, "preprocess": 3.0, "inference": 25.0,
+                                  "postprocess": 1.0},
+                    "budget_ms": 85.0, "over_budget": 1, "misses": 1, "over_budget_for_s": None},
+        "visibility": {"degradation": 0.1, "label": "clear",
+                       "scores": {"fog": 0.1, "low_light": 0.0, "glare": 0.0, "blur": 0.05, "blockage": 0.0},
+                       "external_age_s": None},
+    }  # fmt: skip
+    for k, v in over.items():
+        s[k] = v
+    return s
+
+
+ENGINE = {"backend": "onnxruntime", "model_sha256": "ab" * 32, "family": "yolox", "input_hw": [416, 416],
+          "variants": {"int8": {"backend": "onnxruntime", "placement": "cpu", "file": "int8.onnx"},
+                       "high": {"backend": "onnxruntime", "placement": "cpu", "file": "high.onnx"}}}  # fmt: skip
+
+
+def by_name(records: list[Any]) -> dict[str, Any]:
+    return {r.name: r for r in records}
+
+
+def test_healthy_node_reports_ok_with_stable_names_and_keys() -> None:
+    b = DiagnosticsBuilder(hardware_id="/dpa_perception")
+    recs = by_name(b.build(stats(), ENGINE, now_s=100.0, active=True))
+    assert set(recs) == {
+        "dpa_perception: camera /rsu/cam0/image_raw",
+        "dpa_perception: camera /rsu/cam1/image_raw/compressed",
+        "dpa_perception: engine",
+        "dpa_perception: precision",
+        "dpa_perception: latency",
+        "dpa_perception: visibility",
+    }
+    assert all(r.level == OK for r in recs.values()), {n: r.message for n, r in recs.items() if r.level}
+    assert all(r.hardware_id == "/dpa_perception" for r in recs.values())
+    cam = recs["dpa_perception: camera /rsu/cam0/image_raw"]
+    assert [k for k, _ in cam.values] == ["topic", "state", "input_rate_hz", "stamp_age_ms", "received",
+                                          "processed", "dropped", "deadline_misses", "input_errors",
+                                          "last_error"]  # fmt: skip
+    assert cam.value("input_rate_hz") == "10.0" and cam.value("dropped") == "2"
+    eng = recs["dpa_perception: engine"]
+    assert eng.value("placement_int8") == "cpu" and eng.value("model_sha256") == "ab" * 32
+    assert eng.value("backend") == "onnxruntime"
+    prec = recs["dpa_perception: precision"]
+    assert (prec.value("mode"), prec.value("frames_int8"), prec.value("frames_high"), prec.value("switches")) == (
+        "int8", "40", "8", "2")  # fmt: skip
+    lat = recs["dpa_perception: latency"]
+    assert lat.value("e2e_p95_ms") == "60.0" and lat.value("budget_ms") == "85.0"
+    assert lat.value("stage_inference_p50_ms") == "25.0"
+    vis = recs["dpa_perception: visibility"]
+    assert vis.value("label") == "clear" and vis.value("score_fog") == "0.10"
+    assert vis.value("external_age_s") == "n/a"
+    for r in recs.values():  # KeyValue.value must be a str
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in r.values)
+
+
+def test_camera_levels_name_the_camera_and_the_error() -> None:
+    b = DiagnosticsBuilder()
+    s = stats()
+    s["cameras"]["/rsu/cam0/image_raw"].update(
+        state="rejecting", input_errors=3, last_error="step 10 is smaller than width*channels = 2880 for bgr8"
+    )
+    s["cameras"]["/rsu/cam1/image_raw/compressed"].update(state="stale", stamp_age_ms=2500.0)
+    recs = by_name(b.build(s, ENGINE, now_s=0.0, active=True))
+    bad = recs["dpa_perception: camera /rsu/cam0/image_raw"]
+    assert bad.level == ERROR and "step 10 is smaller" in bad.message
+    assert bad.value("last_error") and "step 10" in bad.value("last_error")
+    stale = recs["dpa_perception: camera /rsu/cam1/image_raw/compressed"]
+    assert stale.level == WARN and "2500" in stale.message
+
+
+def test_new_input_errors_warn_once_then_clear() -> None:
+    b = DiagnosticsBuilder()
+    s = stats()
+    s["cameras"]["/rsu/cam0/image_raw"].update(input_errors=1, last_error="truncated JPEG (no end-of-image marker)")
+    first = by_name(b.build(s, ENGINE, now_s=0.0, active=True))["dpa_perception: camera /rsu/cam0/image_raw"]
+    assert first.level == WARN and "truncated JPEG" in first.message
+    again = by_name(b.build(s, ENGINE, now_s=1.0, active=True))["dpa_perception: camera /rsu/cam0/image_raw"]
+    assert again.level == OK  # no new error since the last report, frames flowing
+
+
+def test_waiting_and_inactive_cameras() -> None:
+    b = DiagnosticsBuilder()
+    s = stats()
+    s["cameras"]["/rsu/cam0/image_raw"].update(state="waiting", input_rate_hz=0.0, stamp_age_ms=None)
+    active = by_name(b.build(s, ENGINE, now_s=0.0, active=True))["dpa_perception: camera /rsu/cam0/image_raw"]
+    assert active.level == WARN and "waiting" in active.message
+    assert active.value("stamp_age_ms") == "n/a"
+    inactive = by_name(b.build(s, ENGINE, now_s=0.0, active=False))["dpa_perception: camera /rsu/cam0/image_raw"]
+    assert inactive.level == OK and "inactive" in inactive.message
+
+
+def test_latency_warn_then_error_after_sustained_overrun() -> None:
+    b = DiagnosticsBuilder(latency_error_after_s=5.0)
+    lat = dict(stats()["latency"])
+    lat["e2e_ms"] = {"p50": 80.0, "p95": 95.0, "p99": 120.0}
+    lat["over_budget_for_s"] = 2.0
+    r = by_name(b.build(stats(latency=lat), ENGINE, now_s=100.0, active=True))["dpa_perception: latency"]
+    assert r.level == WARN and "p95 over budget" in r.message and r.value("over_budget_for_s") == "2.0"
+    lat["over_budget_for_s"] = 5.5
+    r = by_name(b.build(stats(latency=lat), ENGINE, now_s=103.5, active=True))["dpa_perception: latency"]
+    assert r.level == ERROR and "over budget for 5.5 s" in r.message
+    # the older contract (a start time on the pipeline clock) gives the same answer
+    del lat["over_budget_for_s"]
+    lat["over_budget_since_s"] = 98.0
+    r = by_name(b.build(stats(latency=lat), ENGINE, now_s=103.5, active=True))["dpa_perception: latency"]
+    assert r.level == ERROR and "over budget for 5.5 s" in r.message
+    lat["e2e_ms"] = {"p50": None, "p95": None, "p99": None}
+    lat["over_budget_since_s"] = None
+    r = by_name(b.build(stats(latency=lat), ENGINE, now_s=0.0, active=True))["dpa_perception: latency"]
+    assert r.level == OK and r.message == "no frame processed yet" and r.value("e2e_p50_ms") == "n/a"
+
+
+class _FakeEngine:
+    """Just enough engine for core.pipeline: empty detections; each call advances the clock by ``infer_ms``."""
+
+    def __init__(self, now: list[int]):
+        self.now = now
+        self.infer_ms = 5.0
+
+    def supports(self, input_shape: str) -> bool:
+        return True
+
+    def infer(self, frames: list[np.ndarray], mode: str, input_shape: str = "square") -> Any:
+        from dpa_perception.core.types import BatchResult, StageTiming
+
+        self.now[0] += int(self.infer_ms * 1e6)
+        timing = StageTiming(1.0, self.infer_ms, 1.0)
+        return BatchResult([Detections.empty() for _ in frames], mode, timing)  # type: ignore[arg-type]
+
+
+def test_builder_reads_real_pipeline_stats(testdata: Path) -> None:
+    """The diagnostics follow the real Pipeline.stats() shape (names, states, levels)."""
+    from dpa_perception.core.pipeline import Pipeline, PipelineConfig
+
+    now = [1_000 * 10**9]
+    engine = _FakeEngine(now)
+    pipe = Pipeline(engine, PipelineConfig(latency_budget_ms=85.0), clock_ns=lambda: now[0])
+    cams = ["/rsu/cam0/image_raw", "/rsu/cam1/image_raw/compressed"]
+    for c in cams:
+        pipe.add_camera(c)
+    b = DiagnosticsBuilder(latency_error_after_s=5.0)
+    first = by_name(b.build(pipe.stats(), ENGINE, now_s=now[0] / 1e9, active=True))
+    assert first[f"dpa_perception: camera {cams[0]}"].level == WARN  # waiting for the first frame
+    assert first["dpa_perception: latency"].message == "no frame processed yet"
+    assert first["dpa_perception: precision"].level == OK
+
+    frame = np.asarray(cv2.imread(str(testdata / "images" / "uadetrac_MVI_20011_img00001.jpg")), np.uint8)
+    for _ in range(3):
+        for c in cams:
+            pipe.submit(c, frame, now[0] - 20 * 10**6, meta="hdr")
+        results = pipe.step()
+        assert all(r.status == "processed" for r in results) and len(results) == 2
+        now[0] += 100 * 10**6
+    pipe.report_input_error(cams[0], "step 10 is smaller than width*channels = 2880 for bgr8")
+    recs = by_name(b.build(pipe.stats(), ENGINE, now_s=now[0] / 1e9, active=True))
+    bad, good = recs[f"dpa_perception: camera {cams[0]}"], recs[f"dpa_perception: camera {cams[1]}"]
+    assert bad.level == ERROR and "step 10" in bad.message and bad.value("state") == "rejecting"
+    assert good.level == OK and good.value("processed") == "3", good.message
+    lat = recs["dpa_perception: latency"]
+    assert lat.level == OK and lat.value("e2e_p95_ms") != "n/a" and lat.value("budget_ms") == "85.0"
+    assert recs["dpa_perception: precision"].value("frames_int8") != "n/a"
+    assert recs["dpa_perception: visibility"].value("label") not in (None, "n/a")
+
+    # every frame over budget (20 ms old + 100 ms inference) for longer than latency_error_after_s: ERROR
+    engine.infer_ms = 100.0
+    for i in range(8):
+        pipe.submit(cams[1], frame, now[0] - 20 * 10**6, meta="hdr")
+        assert pipe.step()[0].status == "processed"
+        if i == 1:
+            lat = by_name(b.build(pipe.stats(), ENGINE, now_s=now[0] / 1e9, active=True))["dpa_perception: latency"]
+            assert lat.level == WARN, lat.message  # p95 over budget, not yet for long
+        now[0] += 10**9
+    lat = by_name(b.build(pipe.stats(), ENGINE, now_s=now[0] / 1e9, active=True))["dpa_perception: latency"]
+    assert lat.level == ERROR, lat.message
+
+
+def test_visibility_and_precision_messages() -> None:
+    b = DiagnosticsBuilder(degraded_threshold=0.5)
+    vis = dict(stats()["visibility"], degradation=0.72, label="fog", external_age_s=12.25)
+    recs = by_name(b.build(stats(visibility=vis), ENGINE, now_s=0.0, active=True))
+    v = recs["dpa_perception: visibility"]
+    assert v.level == WARN and "fog" in v.message and v.value("external_age_s") == "12.2"
+    assert recs["dpa_perception: precision"].message == "int8 (clear, fits budget)"
+    empty = by_name(b.build({}, None, now_s=0.0, active=False))
+    assert set(empty) == {"dpa_perception: precision", "dpa_perception: latency", "dpa_perception: visibility"}
+    assert all(r.level == OK for r in empty.values())
+
+
+def test_prefix_follows_the_node_name_and_fmt() -> None:
+    recs = DiagnosticsBuilder(prefix="det_east").build(stats(), ENGINE, now_s=0.0, active=True)
+    assert all(r.name.startswith("det_east: ") for r in recs)
+    assert fmt(None) == "n/a" and fmt(float("inf")) == "n/a" and fmt(True) == "true" and fmt(3) == "3"
+    assert fmt(2.345, 2) == "2.35" or fmt(2.345, 2) == "2.34"
