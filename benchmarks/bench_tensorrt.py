@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    head = f"{'mode':5} {'placement':9} {'precision':10} {'batch':>5} {'p50 ms':>8} {'p95 ms':>8} {'ms/frame':>9} {'fps':>8} {'DLA/GPU layers':>15}"
+    head = (f"{'mode':5} {'placement':9} {'precision':10} {'batch':>5} {'p50 ms':>8} {'p95 ms':>8} "
+            f"{'ms/frame':>9} {'fps':>8} {'DLA/GPU layers':>15}")
     print(head)
     print("-" * len(head))
     for r in rows:

@@ -665,7 +665,7 @@ def current_compute_capability(
     for probe in DEFAULT_CC_PROBES if probes is None else probes:
         try:
             cc = probe(device)
-        except Exception:  # noqa: BLE001 - a broken optional library must not stop the others
+        except Exception:
             cc = None
         if cc:
             return cc

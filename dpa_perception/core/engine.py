@@ -51,7 +51,7 @@ class LatencyStats:
 def _open_session(
     engine_dir: Path, manifest: dict[str, Any], mode: Mode, backend: str, placement: Placement,
     ort_options: OrtOptions, max_batch: int,
-) -> BackendSession:  # fmt: skip
+) -> BackendSession:
     if backend == "onnxruntime":
         return OnnxRuntimeSession(engine_dir / manifest["variants"][mode]["file"], placement, ort_options)
     from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
@@ -77,6 +77,7 @@ class DualModeEngine:
         decode: DecodeConfig | None = None,
         max_batch: int = 8,
         verify: bool = True,
+        gpu_fallback: bool = True,
     ):
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -94,14 +95,14 @@ class DualModeEngine:
         self.decode.validate()
         default_place = "cpu" if backend == "onnxruntime" else "gpu"
         placements = placements or {}
-        self.placements = {m: parse_placement(placements.get(m, default_place)) for m in MODES}
+        self.placements = {m: parse_placement(placements.get(m, default_place), gpu_fallback) for m in MODES}
         self.sessions: dict[Mode, BackendSession] = {}
         try:
             for m in MODES:
                 self.sessions[m] = _open_session(
                     self.engine_dir, self.manifest, m, backend, self.placements[m],
                     ort_options or OrtOptions(), max_batch,
-                )  # fmt: skip
+                )
         except Exception:
             self.close()
             raise
@@ -144,14 +145,20 @@ class DualModeEngine:
         self.stats[mode].add(timing.inference_ms, len(frames))
         return BatchResult(dets, mode, timing, canvas)
 
-    def warmup(self, runs: int = 2, input_shape: str = "square") -> None:
-        """Run each variant on a blank frame so the first real frame is not slow."""
+    def warmup(self, runs: int = 3, input_shape: str = "square") -> None:
+        """Run each variant once unmeasured (lazy allocations), then ``runs`` measured times.
+
+        The measured calls stay in :attr:`stats`, so the precision governor starts from this
+        machine's real latencies instead of guesses.
+        """
         h, w = self.spec.input_hw
         blank = np.full((h, w, 3), 114, np.uint8)
         for m in MODES:
-            for _ in range(runs):
-                self.infer([blank], m, input_shape)
+            self.infer([blank], m, input_shape)
         self.stats = {m: LatencyStats() for m in MODES}
+        for _ in range(runs):
+            for m in MODES:
+                self.infer([blank], m, input_shape)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -50,7 +50,7 @@ class Agreement:
 
     def as_dict(self) -> dict[str, float]:
         return {"recall": round(self.recall, 4), "precision": round(self.precision, 4),
-                "f1": round(self.f1, 4), "n_ref": self.n_ref, "n_test": self.n_test}  # fmt: skip
+                "f1": round(self.f1, 4), "n_ref": self.n_ref, "n_test": self.n_test}
 
 
 def agreement(

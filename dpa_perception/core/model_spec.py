@@ -31,7 +31,7 @@ COCO_NAMES: tuple[str, ...] = (
     "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
     "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
+)
 
 # Per-family pre-processing defaults (each overridable from the description file).
 _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -41,7 +41,7 @@ _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # Ultralytics export: RGB 0..1, centred letterbox on 114, boxes already decoded.
     "yolov8": {"channel_order": "rgb", "scale": 1.0 / 255.0, "pad_value": 114.0,
                "letterbox": "center", "strides": [8, 16, 32], "size_rounding": "round"},
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def anchors_for(hw: tuple[int, int], strides: tuple[int, ...]) -> int:
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in value_info.type.tensor_type.shape.dim]  # fmt: skip
+            for d in value_info.type.tensor_type.shape.dim]
 
 
 def _description_file(model_path: Path) -> Path | None:

@@ -137,7 +137,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               "Latency diagnostic turns ERROR once every frame has been over budget for this long (s).",
               live=True,
               min=0.0, max=3600.0),
-)  # fmt: skip
+)
 
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 LIVE: frozenset[str] = frozenset(p.name for p in PARAMS if p.live)

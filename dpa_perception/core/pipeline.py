@@ -354,7 +354,7 @@ class Pipeline:
                     "stamp_age_ms": round((now - c.last_stamp_ns) / 1e6, 1) if c.last_stamp_ns is not None else None,
                     "received": c.received, "processed": c.processed, "dropped": c.dropped,
                     "deadline_misses": c.misses, "input_errors": c.input_errors, "last_error": c.last_error,
-                }  # fmt: skip
+                }
                 if c.visibility is not None:
                     vis_reports.append(c.visibility)
             s = self.stats_window
@@ -362,7 +362,7 @@ class Pipeline:
             return {
                 "cameras": cams,
                 "precision": {"mode": s.last_mode, "reason": s.last_reason, "setting": cfg.precision_mode,
-                              "frames_per_mode": dict(s.frames_per_mode), "switches": s.switches},  # fmt: skip
+                              "frames_per_mode": dict(s.frames_per_mode), "switches": s.switches},
                 "latency": {
                     "e2e_ms": s.percentiles("e2e"),
                     "stages_ms": {st: s.percentiles(st)["p50"] for st in RollingStats.STAGES if st != "e2e"},
@@ -371,7 +371,7 @@ class Pipeline:
                     "misses": sum(c.misses for c in self._cams.values()),
                     "over_budget_for_s": round((now - s.over_budget_since_ns) / NS, 2)
                     if s.over_budget_since_ns is not None else None,
-                },  # fmt: skip
+                },
                 "visibility": {
                     "degradation": round(worst.degradation, 3) if worst else None,
                     "label": worst.label if worst else None,

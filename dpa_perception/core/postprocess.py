@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -80,13 +81,14 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float
     """Indices kept by OpenCV's NMS, highest score first; class-aware unless ``agnostic``."""
     if len(scores) == 0:
         return np.zeros((0,), np.int64)
-    xywh = np.concatenate((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), 1).astype(np.float64)
-    sc = scores.astype(np.float32)
+    xywh: Any = np.concatenate((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), 1).astype(np.float64)
+    sc: Any = scores.astype(np.float32)
     if agnostic:
-        idx = cv2.dnn.NMSBoxes(xywh, sc, 0.0, iou)
+        kept = cv2.dnn.NMSBoxes(xywh, sc, 0.0, iou)
     else:
-        idx = cv2.dnn.NMSBoxesBatched(xywh, sc, class_ids.astype(np.int32), 0.0, iou)
-    idx = np.asarray(idx, np.int64).reshape(-1)
+        cls: Any = class_ids.astype(np.int32)
+        kept = cv2.dnn.NMSBoxesBatched(xywh, sc, cls, 0.0, iou)
+    idx = np.asarray(kept, np.int64).reshape(-1)
     return idx[np.argsort(-scores[idx], kind="stable")]
 
 

@@ -48,7 +48,7 @@ def resized_hw(src_hw: tuple[int, int], spec: ModelSpec) -> tuple[int, int]:
     """Size of a frame after the model's letterbox resize (rounding as the family's exporter does)."""
     r = resize_ratio(src_hw, spec.input_hw)
     if spec.size_rounding == "round":
-        return int(round(src_hw[0] * r)), int(round(src_hw[1] * r))
+        return round(src_hw[0] * r), round(src_hw[1] * r)
     return int(src_hw[0] * r), int(src_hw[1] * r)
 
 

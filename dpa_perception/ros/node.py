@@ -17,7 +17,6 @@ Lifecycle (rclpy.lifecycle, Humble and Jazzy):
 
 from __future__ import annotations
 
-import inspect
 import math
 import threading
 import time
@@ -138,7 +137,7 @@ class DpaPerceptionNode(LifecycleNode):
             default = list(spec.default) if isinstance(spec.default, list) else spec.default
             try:
                 self.declare_parameter(spec.name, default, descriptor_for(spec))
-            except Exception as exc:  # noqa: BLE001  # wrong type / out-of-range override: default kept, configure fails
+            except Exception as exc:  # wrong type / out-of-range override: default kept, configure fails
                 self._declare_errors.append(f"parameter {spec.name}: {exc}")
                 self.get_logger().error(
                     f"parameter {spec.name}: the given value is refused ({exc}); configure will fail"
@@ -157,7 +156,7 @@ class DpaPerceptionNode(LifecycleNode):
             self._apply_live(live)
         except DpaError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        except Exception as exc:  # noqa: BLE001  # never let an exception escape into rclpy's set path
+        except Exception as exc:  # never let an exception escape into rclpy's set path
             return SetParametersResult(successful=False, reason=f"{type(exc).__name__}: {exc}")
         self._values.update(live)
         self.get_logger().info("parameters updated: " + ", ".join(f"{k}={v}" for k, v in live.items()))
@@ -193,7 +192,7 @@ class DpaPerceptionNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             self._release()
             return TransitionCallbackReturn.FAILURE
-        except Exception as exc:  # noqa: BLE001  # rclpy swallows callback exceptions unlogged: log, FAILURE
+        except Exception as exc:  # rclpy swallows callback exceptions unlogged: log, FAILURE
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             self._release()
             return TransitionCallbackReturn.FAILURE
@@ -216,7 +215,7 @@ class DpaPerceptionNode(LifecycleNode):
             self._pipeline_running = True
             self._subscribe()
             self._publish_label_info(self._values["score_threshold"])
-        except Exception as exc:  # noqa: BLE001  # same: log the reason, undo, FAILURE
+        except Exception as exc:  # same: log the reason, undo, FAILURE
             self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
             self._deactivate_io()
             super().on_deactivate(state)
@@ -227,7 +226,7 @@ class DpaPerceptionNode(LifecycleNode):
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         try:
             self._deactivate_io()
-        except Exception as exc:  # noqa: BLE001  # still disable the publishers below
+        except Exception as exc:  # still disable the publishers below
             self.get_logger().error(f"deactivate: {type(exc).__name__}: {exc}")
         ret = super().on_deactivate(state)
         self.get_logger().info("inactive: subscriptions removed, engine kept")
@@ -256,13 +255,8 @@ class DpaPerceptionNode(LifecycleNode):
         pcfg.validate()
         decode = DecodeConfig(**P.decode_kwargs(values))
         decode.validate()
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"gpu_fallback": values["gpu_fallback"]}
         placements = {m: P.resolved_placement(values, m) for m in ("int8", "high")}
-        uses_dla = any(p.startswith("dla") for p in placements.values())
-        if "gpu_fallback" in inspect.signature(DualModeEngine).parameters:
-            kwargs["gpu_fallback"] = values["gpu_fallback"]
-        elif uses_dla and not values["gpu_fallback"]:
-            raise ConfigError("gpu_fallback false is not supported by this engine loader (engines load with GPU fallback)")
         self._engine = DualModeEngine(
             values["engine_dir"],
             backend=values["backend"],
@@ -366,7 +360,7 @@ class DpaPerceptionNode(LifecycleNode):
         except DpaError as exc:
             self._input_error(camera, str(exc))
             return
-        except Exception as exc:  # noqa: BLE001  # anything else a broken payload can raise (cv2.error...)
+        except Exception as exc:  # anything else a broken payload can raise (cv2.error...)
             self._input_error(camera, f"{type(exc).__name__}: {exc}")
             return
         decode_ms = (time.perf_counter() - t0) * 1e3
@@ -436,7 +430,7 @@ class DpaPerceptionNode(LifecycleNode):
                 ):
                     img = annotate(meta.frame, result.detections, self._class_names)
                     debug.publish(image_msg(header, img, Image))
-        except Exception as exc:  # noqa: BLE001  # the worker thread must survive a bad message
+        except Exception as exc:  # the worker thread must survive a bad message
             self.get_logger().error(f"publishing {result.camera}: {type(exc).__name__}: {exc}")
 
     def _publish_label_info(self, threshold: float) -> None:
@@ -452,7 +446,7 @@ class DpaPerceptionNode(LifecycleNode):
         try:
             stats = self._pipeline.stats() if self._pipeline is not None else {}
             records = self._diag.build(stats, self._engine_desc, now_s=now_ns / 1e9, active=self._active)
-        except Exception as exc:  # noqa: BLE001  # diagnostics must report, not crash the timer
+        except Exception as exc:  # diagnostics must report, not crash the timer
             msg = f"statistics unavailable: {type(exc).__name__}: {exc}"
             records = [StatusRecord(f"{self.get_name()}: node", 2, msg, hardware_id=self._fq_name())]
         msg = DiagnosticArray()
@@ -491,7 +485,7 @@ def main(args: list[str] | None = None) -> None:
             try:
                 node._release()
                 node.destroy_node()
-            except Exception as exc:  # noqa: BLE001  # the context may already be shut down by a signal
+            except Exception as exc:  # the context may already be shut down by a signal
                 print(f"dpa_perception_node: teardown: {type(exc).__name__}: {exc}")
         rclpy.try_shutdown()
 

@@ -84,7 +84,7 @@ def iter_images(paths: Sequence[Path], topics: Sequence[str] | None = None) -> I
             msg = reader.deserialize(raw, conn.msgtype)
             stamp = msg.header.stamp
             yield BagImage(conn.topic, conn.msgtype, int(log_ns),
-                           int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec), msg.header.frame_id, msg)  # fmt: skip
+                           int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec), msg.header.frame_id, msg)
     finally:
         reader.close()
 

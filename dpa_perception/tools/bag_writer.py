@@ -73,7 +73,7 @@ class DetectionBagWriter:
             pose=pose(position=T["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
                       orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
             covariance=np.zeros(36, np.float64),
-        )  # fmt: skip
+        )
         items = []
         for box, score, cid in zip(dets.boxes, dets.scores, dets.class_ids):
             x1, y1, x2, y2 = (float(v) for v in box)
@@ -87,7 +87,7 @@ class DetectionBagWriter:
                                                        theta=0.0),
                     size_x=x2 - x1, size_y=y2 - y1),
                 id="",
-            ))  # fmt: skip
+            ))
         msg = T[DETECTIONS_TYPE](header=header, detections=items)
         self.writer.write(self._conn(topic, DETECTIONS_TYPE), log_ns, self.ts.serialize_cdr(msg, DETECTIONS_TYPE))
         self.count += 1
@@ -101,7 +101,7 @@ class DetectionBagWriter:
                 values=[T["diagnostic_msgs/msg/KeyValue"](key=k, value=str(v)) for k, v in s.values],
             )
             for s in statuses
-        ]  # fmt: skip
+        ]
         msg = T[DIAGNOSTICS_TYPE](header=self._header(log_ns, ""), status=st)
         self.writer.write(self._conn("/diagnostics", DIAGNOSTICS_TYPE), log_ns, self.ts.serialize_cdr(msg, DIAGNOSTICS_TYPE))
 

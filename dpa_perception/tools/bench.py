@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.compare_shapes:
             policies += [s for s in ("square", "rect") if s != a.input_shape and engine.supports(s)]
         print(f"engine {a.engine} backend {a.backend} batch {a.batch} runs {a.runs} "
-              f"threads {a.threads} spin {a.spin}")  # fmt: skip
+              f"threads {a.threads} spin {a.spin}")
         print(f"{'shape':8s} {'mode':6s} {'p50 ms/frame':>13s} {'p90':>8s} {'min':>8s}")
         summary: dict[str, dict[str, float]] = {}
         for policy in policies:
@@ -69,11 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(policies) > 1:
             other = policies[1]
             print(f"{other} vs {a.input_shape}: high {main_p['high'] / summary[other]['high']:.2f}x, "
-                  f"int8 {main_p['int8'] / summary[other]['int8']:.2f}x faster")  # fmt: skip
+                  f"int8 {main_p['int8'] / summary[other]['int8']:.2f}x faster")
         engine.close()
         print(json.dumps({"high_ms": round(main_p["high"], 3), "int8_ms": round(main_p["int8"], 3),
                           "ratio": round(main_p["high"] / main_p["int8"], 3), "batch": a.batch,
-                          "input_shape": a.input_shape}))  # fmt: skip
+                          "input_shape": a.input_shape}))
         return 0
 
     return run_cli("dpa-bench", body)

@@ -20,8 +20,8 @@ import onnx
 from tqdm import tqdm
 
 from dpa_perception import __version__
-from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions
 from dpa_perception.backends.base import Placement
+from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions
 from dpa_perception.core.errors import ConfigError, DpaError, ImageError
 from dpa_perception.core.image_codec import IMAGE_SUFFIXES, read_image
 from dpa_perception.core.manifest import FORMAT_VERSION, sha256_file, write_manifest
@@ -31,7 +31,13 @@ from dpa_perception.core.postprocess import DecodeConfig, anchor_scores, decode_
 from dpa_perception.core.preprocess import LetterboxInfo, canvas_hw, letterbox_batch
 from dpa_perception.core.types import Detections
 from dpa_perception.tools import sensitivity as sens
-from dpa_perception.tools.quantize import CALIBRATION_METHODS, FrameReader, make_dynamic, quantize_variant, upgrade_opset
+from dpa_perception.tools.quantize import (
+    CALIBRATION_METHODS,
+    FrameReader,
+    make_dynamic,
+    quantize_variant,
+    upgrade_opset,
+)
 
 Log = Callable[[str], None]
 
@@ -55,7 +61,7 @@ def load_frames(source: Path, limit: int, topics: Sequence[str] | None = None) -
 
     total = count_images([source], topics)
     step = max(1, total // limit)
-    frames = []
+    frames: list[np.ndarray] = []
     for i, msg in enumerate(iter_images([source], topics)):
         if i % step == 0 and len(frames) < limit:
             try:
@@ -182,7 +188,7 @@ def write_report(out_dir: Path, units: list[sens.Unit], curve: dict[int, float],
 
     (out_dir / "precision_report.json").write_text(
         json.dumps({"max_error": max_error, "error_by_kept_count": {str(k): v for k, v in sorted(curve.items())},
-                    "units": [u.as_dict() for u in units]}, indent=2) + "\n"  # fmt: skip
+                    "units": [u.as_dict() for u in units]}, indent=2) + "\n"
     )
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(13, 7), gridspec_kw={"height_ratios": [3, 1.4]})
     x = np.arange(len(units))
@@ -195,11 +201,11 @@ def write_report(out_dir: Path, units: list[sens.Unit], curve: dict[int, float],
     step = max(1, len(units) // 25)
     ax.set_xticks(x[::step])
     ax.set_xticklabels([u.name.strip("/").replace("/conv/Conv", "").replace("/Conv", "")[-28:] for u in units][::step],
-                       rotation=60, ha="right", fontsize=7)  # fmt: skip
+                       rotation=60, ha="right", fontsize=7)
     from matplotlib.patches import Patch
 
     ax.legend(handles=[Patch(color="#d62728", label="kept in high precision"), Patch(color="#1f77b4", label="INT8 conv"),
-                       Patch(color="#9ecae1", label="INT8 depthwise conv")], loc="upper right")  # fmt: skip
+                       Patch(color="#9ecae1", label="INT8 depthwise conv")], loc="upper right")
     ks = sorted(curve)
     ax2.plot(ks, [curve[k] for k in ks], "o-")
     ax2.axhline(max_error, color="r", ls="--", label=f"max error {max_error}")
@@ -241,7 +247,7 @@ def build_engine_dir(
     model = load_onnx(model_path)
     spec = detect_spec(model_path, model)
     log(f"dpa-build: {model_path.name}: {spec.family}, input {spec.input_hw[0]}x{spec.input_hw[1]}, "
-        f"{spec.num_classes} classes, {spec.num_anchors} anchors")  # fmt: skip
+        f"{spec.num_classes} classes, {spec.num_anchors} anchors")
     frames = load_frames(calib_source, calib_frames, topics)
     calib, held, held_desc = split_holdout(frames)
     log(f"dpa-build: {len(calib)} calibration frames, held-out: {len(held)} ({held_desc})")
@@ -279,7 +285,7 @@ def build_engine_dir(
         def quantize(path: Path, target: str, kept: set[str]) -> Path:
             nodes = [n for n in all_nodes if n not in kept]
             quantize_variant(high_path, path, target=target, nodes_to_quantize=nodes, calibration_cache=cache,
-                             reader=reader, method=method, percentile=percentile, op_types=None)  # fmt: skip
+                             reader=reader, method=method, percentile=percentile, op_types=None)
             return path
 
         # 1. calibrate once (cached), 2. sensitivity of each unit quantized alone
@@ -287,7 +293,7 @@ def build_engine_dir(
         probe = tmp / "probe.onnx"
         for u in tqdm(units, desc="sensitivity", disable=not progress, file=sys.stderr):
             quantize_variant(high_path, probe, target="cpu", nodes_to_quantize=u.nodes, calibration_cache=cache,
-                             reader=reader, method=method, percentile=percentile, op_types=None)  # fmt: skip
+                             reader=reader, method=method, percentile=percentile, op_types=None)
             u.sensitivity = ev.score_error(ev.run(probe))
         probe.unlink(missing_ok=True)
 
@@ -325,16 +331,16 @@ def build_engine_dir(
         k, curve = plans[chosen]["k"], plans[chosen]["curve"]
         if curve[k] > max_error:
             warnings.warn(f"held-out error {curve[k]:.3f} is still above --max-error {max_error} with {k} units "
-                          f"kept (the cap, --max-kept-fraction {max_kept_fraction})", stacklevel=1)  # fmt: skip
+                          f"kept (the cap, --max-kept-fraction {max_kept_fraction})", stacklevel=1)
         kept_nodes = plan_nodes(chosen, k)
         for u in units:
             u.kept = u.name in kept_nodes
             if u.kept:
                 u.reasons.append("sensitivity" if chosen == "sensitivity" or u in ranked[:k] else "contiguous prefix")
         plan_summary = {s: {"units_kept": p["k"], "selection_error": p["error"], "int8_ms": timing[s]}
-                        for s, p in plans.items()}  # fmt: skip
+                        for s, p in plans.items()}
         speed_note = ", ".join(f"{s}: {p['k']} layers kept, 1-F1 {p['error']:.3f}, {timing[s]:.1f} ms"
-                               for s, p in plans.items())  # fmt: skip
+                               for s, p in plans.items())
         log(f"dpa-build: plans: {speed_note}; chose {chosen}")
         int8_path = plans[chosen]["path"].replace(tmp / "int8.onnx")
         for p in plans.values():
@@ -347,13 +353,13 @@ def build_engine_dir(
         latency = time_variants({"high": high_path, "int8": int8_path}, calib_tensor, bench_runs, OrtOptions())
         speedup = latency["high"] / latency["int8"]
         log(f"dpa-build: INT8 vs high on held-out: recall {final.recall:.3f} precision {final.precision:.3f}; "
-            f"latency high {latency['high']:.1f} ms, int8 {latency['int8']:.1f} ms ({speedup:.2f}x)")  # fmt: skip
+            f"latency high {latency['high']:.1f} ms, int8 {latency['int8']:.1f} ms ({speedup:.2f}x)")
         if speedup <= 1.0:
             warnings.warn(f"the INT8 variant is NOT faster than high precision on this machine ({speedup:.2f}x)", stacklevel=1)
         rect = _measure_rect(high_path, spec, frames, decode, bench_runs) if dyn_hw else None
 
         write_report(tmp, units, curve, max_error,
-                     f"{model_path.name}: per-layer INT8 sensitivity ({method} calibration, {len(calib)} frames)")  # fmt: skip
+                     f"{model_path.name}: per-layer INT8 sensitivity ({method} calibration, {len(calib)} frames)")
         cache.unlink(missing_ok=True)
         import onnxruntime
 
@@ -379,10 +385,10 @@ def build_engine_dir(
                 "int8_trt": {"file": "int8_trt.onnx", "precision": "int8", "activations": "int8 symmetric",
                              "weights": "int8 symmetric per-channel", "target": "tensorrt",
                              "sha256": sha256_file(trt_path)},
-            },  # fmt: skip
+            },
             "calibration": {"method": method, "percentile": percentile if method == "percentile" else None,
                             "frames": len(calib), "source": str(calib_source), "held_out": len(held),
-                            "held_out_kind": held_desc},  # fmt: skip
+                            "held_out_kind": held_desc},
             "mixed_precision": {
                 "max_error": max_error,
                 "selection_error": curve[k],
@@ -394,14 +400,14 @@ def build_engine_dir(
                 "plans": plan_summary,
             },
             "agreement": {"int8_vs_high_held_out": final.as_dict(), "iou": 0.5, "score_threshold": 0.3,
-                          "class_aware": True},  # fmt: skip
+                          "class_aware": True},
             "latency_ms": {**latency, "speedup": round(speedup, 3), "batch": 1,
                            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-                           "session": "1 intra-op thread, spinning off"},  # fmt: skip
+                           "session": "1 intra-op thread, spinning off"},
             "rect": rect,
             "tools": {"dpa_perception": __version__, "onnx": onnx.__version__,
                       "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-                      "python": platform.python_version()},  # fmt: skip
+                      "python": platform.python_version()},
             "build_seconds": round(time.time() - t_start, 1),
         }
         write_manifest(tmp, manifest)
@@ -438,7 +444,7 @@ def _measure_rect(high_path: Path, spec: ModelSpec, frames: list[np.ndarray], de
     s.close()
     sq, rc = float(np.mean(t_sq)), float(np.mean(t_rect))
     return {"agreement_vs_square": total.as_dict(), "square_ms": round(sq, 3), "rect_ms": round(rc, 3),
-            "speedup": round(sq / rc, 3), "frames": len(frames)}  # fmt: skip
+            "speedup": round(sq / rc, 3), "frames": len(frames)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -448,14 +454,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="engine folder to write")
     p.add_argument("--topics", nargs="*", help="image topics of the calibration bag (default: all)")
     p.add_argument("--calibration", default="percentile", choices=sorted(CALIBRATION_METHODS),
-                   help="calibration method (default percentile: MinMax and Entropy measured worse)")  # fmt: skip
+                   help="calibration method (default percentile: MinMax and Entropy measured worse)")
     p.add_argument("--percentile", type=float, default=99.99, help="percentile for the percentile method")
     p.add_argument("--calib-frames", type=int, default=32, help="at most this many calibration frames")
     p.add_argument("--max-error", type=float, default=0.05, help="1-F1 of INT8 against high precision allowed (plan search)")
     p.add_argument("--max-kept-fraction", type=float, default=0.5, help="cap on layers kept in high precision")
     p.add_argument("--bench-runs", type=int, default=20, help="timed runs per variant")
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
-                   help="tensorrt: also build TensorRT engines from the folder (run on the target)")  # fmt: skip
+                   help="tensorrt: also build TensorRT engines from the folder (run on the target)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -466,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return trt_main([str(a.out)])
         build_engine_dir(a.model, a.calib, a.out, max_error=a.max_error, max_kept_fraction=a.max_kept_fraction,
                          method=a.calibration, percentile=a.percentile, calib_frames=a.calib_frames,
-                         topics=a.topics, bench_runs=a.bench_runs, force=a.force, progress=not a.no_progress)  # fmt: skip
+                         topics=a.topics, bench_runs=a.bench_runs, force=a.force, progress=not a.no_progress)
         if a.backend == "tensorrt":
             from dpa_perception.tools.tensorrt_build import main as trt_main
 

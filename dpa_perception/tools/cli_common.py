@@ -16,7 +16,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", type=Path, required=True, help="engine folder written by dpa-build")
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
     p.add_argument("--input-shape", default="square", choices=INPUT_SHAPE_POLICIES,
-                   help="square: the model's native canvas; rect: trimmed to the frame's aspect")  # fmt: skip
+                   help="square: the model's native canvas; rect: trimmed to the frame's aspect")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (0 = its default)")
     p.add_argument("--spin", action="store_true", help="let ONNX Runtime threads spin (slower on shared cores)")
 

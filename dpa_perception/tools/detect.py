@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "input_shape": a.input_shape, "canvas_hw": list(res.input_hw),
                 "detections": res.detections[0].to_dicts(list(engine.spec.class_names)),
                 "timing_ms": res.timing.as_dict(),
-            }), flush=True)  # fmt: skip
+            }), flush=True)
         engine.close()
         return 2 if failures else 0
 

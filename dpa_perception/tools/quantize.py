@@ -74,7 +74,7 @@ def make_dynamic(model: onnx.ModelProto, spatial: bool) -> onnx.ModelProto:
         for i, d in enumerate(dims):
             if i == 0 or spatial:
                 # every output dimension may follow the batch / the canvas size
-                if i == 0 or d.HasField("dim_value") and d.dim_value > 64:
+                if i == 0 or (d.HasField("dim_value") and d.dim_value > 64):
                     d.Clear()
                     d.dim_param = "batch" if i == 0 else f"out_{i}"
     del m.graph.value_info[:]  # stale fixed intermediate shapes would contradict the new dims

@@ -115,16 +115,16 @@ def run_replay(
                "visibility": {"score": round(r.visibility.degradation, 3), "label": r.visibility.label}
                if r.visibility else None,
                "detections": len(r.detections),
-               "classes": dict(Counter(engine.spec.class_name(int(c)) for c in r.detections.class_ids))}  # fmt: skip
+               "classes": dict(Counter(engine.spec.class_name(int(c)) for c in r.detections.class_ids))}
         with lock:
             result.frames.append(rec)
             if r.status == "processed":
                 # stamped like the node: the output header is the input header
                 writer.write_detections(out_topics[m.topic], max(clock(), m.log_ns), m.header_stamp_ns, m.frame_id,
-                                        r.detections)  # fmt: skip
+                                        r.detections)
 
     # first pass for the bag's time span (weather ramps are positioned in it)
-    for i, msg in enumerate(iter_images(bags, chosen)):
+    for msg in iter_images(bags, chosen):
         first_log = msg.log_time_ns if first_log is None else first_log
         last_log = msg.log_time_ns
     assert first_log is not None
@@ -154,7 +154,7 @@ def run_replay(
                     result.input_errors.append({"topic": msg.topic, "stamp_ns": msg.stamp_ns, "error": str(exc)})
                     result.frames.append({"topic": msg.topic, "stamp_ns": msg.stamp_ns, "status": "rejected",
                                           "mode": None, "reason": str(exc), "e2e_ms": None, "visibility": None,
-                                          "detections": 0})  # fmt: skip
+                                          "detections": 0})
                 bar.update(1)
                 continue
             decode_ms = (time.perf_counter() - t0) * 1e3
@@ -165,7 +165,7 @@ def run_replay(
             while msg.log_time_ns >= next_diag:
                 with lock:
                     writer.write_diagnostics(next_diag, diag.build(pipeline.stats(), engine.describe(),
-                                                                   now_s=next_diag / NS, active=True))  # fmt: skip
+                                                                   now_s=next_diag / NS, active=True))
                 next_diag += NS
             bar.update(1)
         if pace == "realtime":  # let the worker finish what is still in the slots
@@ -181,7 +181,7 @@ def run_replay(
             on_result(r)
         with lock:
             writer.write_diagnostics(max(next_diag, last_log), diag.build(pipeline.stats(), engine.describe(),
-                                                                          now_s=last_log / NS, active=True))  # fmt: skip
+                                                                          now_s=last_log / NS, active=True))
             writer.close()
 
     frames = sorted(result.frames, key=lambda f: (f["stamp_ns"], f["topic"]))
@@ -192,13 +192,13 @@ def run_replay(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(out / "report.png", frames, config.latency_budget_ms,
                  f"dpa-replay {', '.join(b.name for b in bags)} ({pace}, mode {config.precision_mode}"
-                 f"{', weather ' + str(weather) if weather else ''})")  # fmt: skip
+                 f"{', weather ' + str(weather) if weather else ''})")
     return summary
 
 
 def summarize(frames: list[dict[str, Any]], stats: dict[str, Any], config: PipelineConfig, engine: DualModeEngine,
               pace: str, weather: WeatherSpec | None, bags: Sequence[Path], topics: Sequence[str],
-              written: int) -> dict[str, Any]:  # fmt: skip
+              written: int) -> dict[str, Any]:
     proc = [f for f in frames if f["status"] == "processed"]
     e2e = np.array([f["e2e_ms"] for f in proc], np.float64)
 
@@ -208,7 +208,7 @@ def summarize(frames: list[dict[str, Any]], stats: dict[str, Any], config: Pipel
         return {k: round(float(np.percentile(a, q)), 2) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
 
     stages = {s: pct(np.array([f["timing_ms"][s] for f in proc], np.float64))
-              for s in ("queue_wait", "decode", "preprocess", "inference", "postprocess")}  # fmt: skip
+              for s in ("queue_wait", "decode", "preprocess", "inference", "postprocess")}
     classes: Counter[str] = Counter()
     for f in proc:
         classes.update(f.get("classes", {}))
@@ -240,7 +240,7 @@ def summarize(frames: list[dict[str, Any]], stats: dict[str, Any], config: Pipel
         "detections_per_class": dict(classes.most_common()),
         "detection_messages_written": written,
         "visibility": {"mean": round(float(vis.mean()), 3) if len(vis) else None,
-                       "max": round(float(vis.max()), 3) if len(vis) else None, "labels": dict(labels)},  # fmt: skip
+                       "max": round(float(vis.max()), 3) if len(vis) else None, "labels": dict(labels)},
         "per_camera": stats["cameras"],
     }
 
@@ -263,19 +263,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         weather = parse_weather(a.weather)
         cfg = PipelineConfig(precision_mode=a.mode, latency_budget_ms=a.budget_ms, safety_margin_ms=a.safety_margin_ms,
-                             max_batch=a.max_batch, input_shape=a.input_shape)  # fmt: skip
+                             max_batch=a.max_batch, input_shape=a.input_shape)
         cfg.validate()
         engine = DualModeEngine(a.engine, backend=a.backend, ort_options=ort_options(a), max_batch=a.max_batch)
         engine.warmup(3, a.input_shape)
         s = run_replay(a.bags, engine, a.out, config=cfg, topics=a.topics, pace=a.pace,
-                       weather=None if weather.kind == "none" else weather, progress=not a.no_progress)  # fmt: skip
+                       weather=None if weather.kind == "none" else weather, progress=not a.no_progress)
         engine.close()
         lat = s["latency_ms"]
         print(f"dpa-replay: {s['frames_processed']}/{s['frames_in']} frames processed, {s['frames_dropped']} dropped, "
               f"{s['deadline_misses']} deadline misses; e2e p50 {lat['p50']} p99 {lat['p99']} ms; "
-              f"modes {s['frames_per_mode']}, {s['switches']} switches")  # fmt: skip
+              f"modes {s['frames_per_mode']}, {s['switches']} switches")
         print(f"dpa-replay: report {a.out / 'report.png'}, summary {a.out / 'summary.json'}, "
-              f"detections bag {a.out / 'detections'}")  # fmt: skip
+              f"detections bag {a.out / 'detections'}")
         return 0
 
     return run_cli("dpa-replay", body)

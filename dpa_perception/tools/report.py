@@ -35,7 +35,7 @@ def write_report(path: Path, frames: list[dict[str, Any]], budget_ms: float, tit
     ax.legend(loc="upper left", fontsize=7, ncol=min(4, len(cams) + 2))
     e2e = np.array([f["e2e_ms"] for f in proc]) if proc else np.zeros(1)
     ax.set_title(f"{title}\n{len(proc)} processed, {len(drop)} dropped, p50 {np.percentile(e2e, 50):.0f} ms, "
-                 f"p99 {np.percentile(e2e, 99):.0f} ms")  # fmt: skip
+                 f"p99 {np.percentile(e2e, 99):.0f} ms")
     ax = axes[1]
     modes = np.array([1 if f["mode"] == "high" else 0 for f in proc])
     ax.scatter(t, modes, c=np.where(modes == 1, "#d62728", "#1f77b4"), s=6)

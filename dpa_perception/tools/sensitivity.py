@@ -26,7 +26,7 @@ class Unit:
     def as_dict(self) -> dict:
         return {"name": self.name, "index": self.index, "nodes": self.nodes, "depthwise": self.depthwise,
                 "sensitivity": None if np.isnan(self.sensitivity) else round(float(self.sensitivity), 6),
-                "kept": self.kept, "reasons": self.reasons}  # fmt: skip
+                "kept": self.kept, "reasons": self.reasons}
 
 
 def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:

@@ -630,7 +630,7 @@ def _inspect(trt: Any, logger: Any, data: bytes, placement: Placement, say: LogF
             return None
         inspector = engine.create_engine_inspector()
         text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-    except Exception as exc:  # noqa: BLE001 - the report is optional, the engine is not
+    except Exception as exc:
         say(f"engine inspector unavailable ({exc}); reporting network-level placement only")
         return None
     return summarize_inspector_json(str(text))
@@ -661,15 +661,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("engine_dir", type=Path, help="engine folder written by dpa-build")
     p.add_argument("--placement", default="int8=gpu,high=gpu",
-                   help="per-variant placement, e.g. int8=dla:0,high=gpu (default: both on gpu)")  # fmt: skip
+                   help="per-variant placement, e.g. int8=dla:0,high=gpu (default: both on gpu)")
     p.add_argument("--no-gpu-fallback", action="store_true",
-                   help="DLA variants fail to build instead of running unsupported layers on the GPU")  # fmt: skip
+                   help="DLA variants fail to build instead of running unsupported layers on the GPU")
     p.add_argument("--max-batch", type=int, default=int(os.environ.get("DPA_TRT_MAX_BATCH", "8")),
-                   help="largest batch (cameras per call) the engines accept (default 8)")  # fmt: skip
+                   help="largest batch (cameras per call) the engines accept (default 8)")
     p.add_argument("--opt-batch", type=int, default=None, help="batch the tuner optimises for (default: max)")
     p.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace limit in MiB")
     p.add_argument("--timing-cache", type=Path, default=None,
-                   help="timing cache file, loaded and saved (default: ENGINE_DIR/timing.cache)")  # fmt: skip
+                   help="timing cache file, loaded and saved (default: ENGINE_DIR/timing.cache)")
     a = p.parse_args(argv)
     try:
         manifest = load_manifest(a.engine_dir, verify=True)
