@@ -13,7 +13,6 @@ pytest.importorskip("rclpy", reason="needs a sourced ROS 2 workspace")
 pytest.importorskip("launch_testing", reason="needs ros-$ROS_DISTRO-launch-testing")
 pytest.importorskip("launch_ros", reason="needs ros-$ROS_DISTRO-launch-ros")
 
-import os
 import tempfile
 import time
 import unittest
@@ -27,6 +26,7 @@ import launch_testing.asserts
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from engine_cache import cached_engine_dir
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description import LaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
@@ -47,28 +47,10 @@ RAW = "/tlaunch/cam0/image_raw"
 JPEG = "/tlaunch/cam1/image_raw/compressed"
 
 
-def _engine_dir() -> Path:
-    env = os.environ.get("DPA_TEST_ENGINE_DIR")
-    if env:
-        return Path(env)
-    from dpa_perception.core.errors import DpaError
-    from dpa_perception.core.manifest import load_manifest
-    from dpa_perception.tools.build import build_engine_dir
-
-    out = Path(tempfile.gettempdir()) / "dpa_test_engine_yolox_nano"
-    try:
-        load_manifest(out, verify=True)
-        return out
-    except DpaError:  # not built yet (or damaged): build it
-        pass
-    build_engine_dir(TESTDATA / "models" / "yolox_nano.onnx", TESTDATA / "images", out, progress=False, force=True)
-    return out
-
-
 @pytest.mark.launch_test
 def generate_test_description() -> Any:
     params = {
-        "engine_dir": str(_engine_dir()),
+        "engine_dir": str(cached_engine_dir()),
         "camera_topics": [RAW, JPEG],
         "latency_budget_ms": 5000.0,
         "diagnostics_period_s": 0.25,

@@ -17,8 +17,6 @@ pytest.importorskip("vision_msgs", reason="needs ros-$ROS_DISTRO-vision-msgs")
 pytest.importorskip("diagnostic_msgs", reason="needs ros-$ROS_DISTRO-diagnostic-msgs")
 
 import gc
-import os
-import tempfile
 import threading
 import time
 import uuid
@@ -29,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from engine_cache import cached_engine_dir
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.executors import MultiThreadedExecutor
@@ -45,28 +44,9 @@ FRAME_FILE = TESTDATA / "images" / "uadetrac_MVI_20011_img00001.jpg"
 TIMEOUT = 30.0
 
 
-def engine_dir() -> Path:
-    """The test engine folder: $DPA_TEST_ENGINE_DIR, or YOLOX-Nano built once into a cache folder."""
-    env = os.environ.get("DPA_TEST_ENGINE_DIR")
-    if env:
-        return Path(env)
-    from dpa_perception.core.errors import DpaError
-    from dpa_perception.core.manifest import load_manifest
-    from dpa_perception.tools.build import build_engine_dir
-
-    out = Path(tempfile.gettempdir()) / "dpa_test_engine_yolox_nano"
-    try:
-        load_manifest(out, verify=True)
-        return out
-    except DpaError:  # not built yet (or damaged): build it
-        pass
-    build_engine_dir(TESTDATA / "models" / "yolox_nano.onnx", TESTDATA / "images", out, progress=False, force=True)
-    return out
-
-
 @pytest.fixture(scope="module")
 def engine() -> Path:
-    return engine_dir()
+    return cached_engine_dir()
 
 
 @pytest.fixture(scope="module")

@@ -452,17 +452,8 @@ def expected_key(
         dynamic_hw=bool(model.get("dynamic_hw", False)),
         placement=placement,
     )
-    return EngineKey(
-        model_sha256=model_sha,
-        source_sha256=source_sha,
-        variant=variant,
-        precision=plan.precision,
-        trt_version=machine.trt_version,
-        compute_capability=machine.compute_capability,
-        dla_core=placement.dla_core if placement.device == "dla" else -1,
-        input_name=input_name,
-        profile=profile,
-    )
+    return EngineKey.for_plan(plan, machine, model_sha256=model_sha, source_sha256=source_sha, input_name=input_name,
+                              profile=profile)
 
 
 def load_tensorrt_session(

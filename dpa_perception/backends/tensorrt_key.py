@@ -33,6 +33,7 @@ from typing import Any
 
 from dpa_perception.backends.base import Placement, parse_placement
 from dpa_perception.core.errors import BackendError, ConfigError
+from dpa_perception.core.manifest import sha256_file
 
 KEY_FORMAT_VERSION = 1
 DIGEST_LENGTH = 12
@@ -349,6 +350,24 @@ class EngineKey:
     input_name: str
     profile: ShapeProfile
 
+    @staticmethod
+    def for_plan(
+        plan: VariantPlan, machine: MachineInfo, *, model_sha256: str, source_sha256: str, input_name: str,
+        profile: ShapeProfile,
+    ) -> EngineKey:
+        """The key of ``plan`` built (or to be run) on ``machine``."""
+        return EngineKey(
+            model_sha256=model_sha256,
+            source_sha256=source_sha256,
+            variant=plan.variant,
+            precision=plan.precision,
+            trt_version=machine.trt_version,
+            compute_capability=machine.compute_capability,
+            dla_core=plan.placement.dla_core if plan.placement.device == "dla" else -1,
+            input_name=input_name,
+            profile=profile,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "key_format": KEY_FORMAT_VERSION,
@@ -489,17 +508,6 @@ def rebuild_command(engine_dir: Path | str, manifest: Mapping[str, Any] | None =
         if isinstance(m, Mapping):
             model = str(m.get("path") or m.get("source") or "MODEL")
     return f"`dpa-build {model} --backend tensorrt --out {engine_dir}`"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def check_engine_entry(

@@ -24,6 +24,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def verify_file(path: Path, expected_sha256: object, what: str) -> str:
+    """Check that ``path`` exists and matches ``expected_sha256``; return the digest.
+
+    Raises :class:`ManifestError` saying which file is missing or changed and how to recover.
+    """
+    if not path.is_file():
+        raise ManifestError(f"{path}: {what} listed in the manifest is missing")
+    digest = sha256_file(path)
+    if digest != expected_sha256:
+        raise ManifestError(
+            f"{path}: sha256 {digest[:12]}... does not match the manifest "
+            f"({str(expected_sha256)[:12]}...): the file changed or is corrupt; rebuild with dpa-build"
+        )
+    return digest
+
+
 def write_manifest(engine_dir: Path, manifest: dict[str, Any]) -> Path:
     path = engine_dir / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
@@ -56,15 +72,7 @@ def load_manifest(engine_dir: Path, verify: bool = True) -> dict[str, Any]:
         raise ManifestError(f"{path}: manifest has no model description") from exc
     if verify:
         for name, entry in variants.items():
-            f = engine_dir / entry["file"]
-            if not f.is_file():
-                raise ManifestError(f"{f}: variant {name!r} listed in the manifest is missing")
-            digest = sha256_file(f)
-            if digest != entry.get("sha256"):
-                raise ManifestError(
-                    f"{f}: sha256 {digest[:12]}... does not match the manifest "
-                    f"({str(entry.get('sha256'))[:12]}...): the file changed or is corrupt; rebuild with dpa-build"
-                )
+            verify_file(engine_dir / entry["file"], entry.get("sha256"), f"variant {name!r}")
     return manifest
 
 

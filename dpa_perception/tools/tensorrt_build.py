@@ -46,10 +46,10 @@ from dpa_perception.backends.tensorrt_key import (
     make_profile,
     plan_variant,
     probe_machine,
-    sha256_file,
     validate_placements,
 )
 from dpa_perception.core.errors import BackendError, ConfigError, ManifestError
+from dpa_perception.core.manifest import sha256_file, verify_file
 
 SECTION_FORMAT_VERSION = 1
 FP16_ONNX_NAME = "high_fp16.onnx"
@@ -360,14 +360,7 @@ def _source_onnx(
             f"{plan.variant} engine: rebuild the folder with dpa-build"
         )
     path = engine_dir / str(entry["file"])
-    if not path.is_file():
-        raise ManifestError(f"{path}: {plan.source} ONNX listed in the manifest is missing")
-    digest = sha256_file(path)
-    if digest != entry.get("sha256"):
-        raise ManifestError(
-            f"{path}: sha256 {digest[:12]}... does not match the manifest: the file changed or is "
-            "corrupt; rebuild the folder with dpa-build"
-        )
+    digest = verify_file(path, entry.get("sha256"), f"{plan.source} ONNX")
     return path, digest
 
 
@@ -454,17 +447,8 @@ def build_tensorrt_engines(
                 dynamic_hw=dynamic_hw,
                 placement=plan.placement,
             )
-            key = EngineKey(
-                model_sha256=model_sha,
-                source_sha256=source_sha,
-                variant=variant,
-                precision=plan.precision,
-                trt_version=machine.trt_version,
-                compute_capability=machine.compute_capability,
-                dla_core=plan.placement.dla_core if plan.placement.device == "dla" else -1,
-                input_name=input_name,
-                profile=profile,
-            )
+            key = EngineKey.for_plan(plan, machine, model_sha256=model_sha, source_sha256=source_sha,
+                                     input_name=input_name, profile=profile)
             built.append(
                 _build_one(trt, builder, logger, messages, cache, plan, key, onnx_path, engine_dir,
                            workspace_mib, say)
