@@ -239,19 +239,35 @@ class Pipeline:
             cam.pending = None
         return taken, dropped
 
-    def _shed(self, batch: list[tuple[_Camera, _Pending]], now: int) -> list[tuple[_Camera, _Pending]]:
-        """When even INT8 cannot finish the whole batch in time, put back the most recently served cameras' frames."""
-        while len(batch) > 1:
+    def _shed(self, batch: list[tuple[_Camera, _Pending]], now: int) -> tuple[list[tuple[_Camera, _Pending]], list[FrameResult]]:
+        """Fit the batch into the budget even in INT8.
+
+        Frames of the most recently served cameras go back to their slots first (fair shedding);
+        a frame that cannot finish within the budget even alone is dropped now as a predicted
+        deadline miss rather than published late.
+        """
+        dropped: list[FrameResult] = []
+        while batch:
             oldest_ms = max((now - p.stamp_ns) / 1e6 for _, p in batch)
-            ok, _ = self.governor.fits("int8", len(batch), oldest_ms)
+            ok, pred = self.governor.fits("int8", len(batch), oldest_ms)
             if ok:
                 break
-            cam, p = max(batch, key=lambda cp: cp[0].last_served_ns)
-            batch.remove((cam, p))
-            with self._lock:
-                if cam.pending is None:  # no newer frame arrived meanwhile: it may still make it next round
-                    cam.pending = p
-        return batch
+            if len(batch) > 1:
+                cam, p = max(batch, key=lambda cp: cp[0].last_served_ns)
+                batch.remove((cam, p))
+                with self._lock:
+                    if cam.pending is None:  # no newer frame arrived meanwhile: it may still make it next round
+                        cam.pending = p
+                continue
+            cam, p = batch[0]
+            if pred is not None and oldest_ms + pred + self.governor.post_ms > self.config.latency_budget_ms:
+                batch = []
+                with self._lock:
+                    cam.dropped += 1
+                    cam.misses += 1
+                dropped.append(FrameResult(cam.name, p.stamp_ns, p.meta, "dropped", None, "late"))
+            break
+        return batch, dropped
 
     def step(self) -> list[FrameResult]:
         """Run one scheduling round: at most one batch per mode. Returns every frame it resolved."""
@@ -259,9 +275,10 @@ class Pipeline:
         with self._lock:
             batch, results = self._take_batch(now)
             cfg = replace(self.config)
+        batch, late = self._shed(batch, now)
+        results += late
         if not batch:
             return results
-        batch = self._shed(batch, now)
         groups: dict[Mode, list[tuple[_Camera, _Pending, VisibilityReport | None, str]]] = {m: [] for m in MODES}
         for cam, p in batch:
             vis = cam.visibility

@@ -230,7 +230,7 @@ def summarize(frames: list[dict[str, Any]], stats: dict[str, Any], config: Pipel
         "frames_dropped": sum(1 for f in frames if f["status"] == "dropped"),
         "frames_rejected": sum(1 for f in frames if f["status"] == "rejected"),
         "drop_reasons": dict(drops),
-        "deadline_misses": int(drops.get("stale", 0) + np.sum(e2e > config.latency_budget_ms)),
+        "deadline_misses": int(drops.get("stale", 0) + drops.get("late", 0) + np.sum(e2e > config.latency_budget_ms)),
         "processed_over_budget": int(np.sum(e2e > config.latency_budget_ms)),
         "latency_ms": pct(e2e),
         "stage_latency_ms": stages,
