@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from dpa_perception.core.diagnostics import ERROR, OK, WARN, DiagnosticsBuilder, fmt
 from dpa_perception.core.types import Detections
 from dpa_perception.ros.conversions import (
     VisionTypes,
@@ -28,7 +29,6 @@ from dpa_perception.ros.conversions import (
     ns_to_stamp,
     stamp_to_ns,
 )
-from dpa_perception.ros.diagnostics import ERROR, OK, WARN, DiagnosticsBuilder, fmt
 
 # ---------------------------------------------------------------- look-alike messages
 

@@ -52,6 +52,12 @@ class LatencyModel:
         self._fit: dict[Mode, tuple[float, float, float] | None] = {m: None for m in MODES}
 
     def observe(self, mode: Mode, batch: int, ms: float) -> None:
+        c = self._coefficients(mode)
+        if c is not None:
+            typical = c[0] + c[1] * batch
+            if abs(ms - typical) > max(3.0 * c[2], 0.5 * typical):
+                # a regime change (machine load, clocks, thermal): forget the old samples
+                self._obs[mode].clear()
         self._obs[mode].append((batch, ms))
         self._fit[mode] = None
 
@@ -84,7 +90,7 @@ class LatencyModel:
 @dataclass
 class Decision:
     mode: Mode
-    reason: str  # forced | visibility | clear | budget | warming_up | hold
+    reason: str  # forced | visibility | clear | budget | warming_up | probe
     predicted_ms: float | None = None
 
 
@@ -115,10 +121,14 @@ class PrecisionGovernor:
     budget minus the safety margin.
     """
 
-    def __init__(self, config: GovernorConfig | None = None, model: LatencyModel | None = None):
+    def __init__(self, config: GovernorConfig | None = None, model: LatencyModel | None = None, reprobe_every: int = 100):
         self.config = config or GovernorConfig()
         self.config.validate()
         self.model = model or LatencyModel()
+        # After this many budget fallbacks, run one young frame in high precision to re-measure it:
+        # without new samples a once-slow high variant would be predicted slow forever.
+        self.reprobe_every = reprobe_every
+        self._fallbacks_since_probe = 0
         self.post_ms = 2.0  # running estimate of pre- + post-processing per frame
         self._cameras: dict[str, CameraPolicy] = {}
 
@@ -148,8 +158,14 @@ class PrecisionGovernor:
                     reason = "warming_up"
                 ok, pred = self.fits("high", batch, age_ms)
                 if not ok:
-                    mode, reason = "int8", "budget"
-                    pred = self.model.predict("int8", batch)
+                    self._fallbacks_since_probe += 1
+                    young = age_ms < cfg.latency_budget_ms / 4
+                    if self._fallbacks_since_probe >= self.reprobe_every and young and batch == 1:
+                        self._fallbacks_since_probe = 0
+                        reason = "probe"
+                    else:
+                        mode, reason = "int8", "budget"
+                        pred = self.model.predict("int8", batch)
             else:
                 pred = self.model.predict("int8", batch)
             d = Decision(mode, reason, pred)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dpa_perception.core.errors import ConfigError
+from dpa_perception.core.errors import ConfigError, ImageError
 from dpa_perception.core.governor import GovernorConfig, PrecisionGovernor
 from dpa_perception.core.types import INPUT_SHAPE_POLICIES, MODES, Detections, Mode
 from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
@@ -89,7 +89,7 @@ class _Camera:
 class RollingStats:
     """Bounded windows of latencies and counters for diagnostics and summaries."""
 
-    STAGES = ("queue_wait", "decode", "preprocess", "inference", "postprocess", "e2e")
+    STAGES = ("queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "e2e")
 
     def __init__(self, window: int = 1024):
         self.stages: dict[str, deque[float]] = {s: deque(maxlen=window) for s in self.STAGES}
@@ -97,6 +97,7 @@ class RollingStats:
         self.switches = 0
         self.over_budget = 0
         self.last_mode: Mode | None = None
+        self.camera_mode: dict[str, Mode] = {}
         self.last_reason = ""
         self.over_budget_since_ns: int | None = None
 
@@ -106,8 +107,10 @@ class RollingStats:
                 self.stages[s].append(r.timing_ms[s])
         assert r.mode is not None
         self.frames_per_mode[r.mode] += 1
-        if self.last_mode is not None and r.mode != self.last_mode:
-            self.switches += 1
+        previous = self.camera_mode.get(r.camera)
+        if previous is not None and r.mode != previous:
+            self.switches += 1  # counted per camera: two cameras in different modes do not "switch"
+        self.camera_mode[r.camera] = r.mode
         self.last_mode, self.last_reason = r.mode, r.reason
         if r.timing_ms["e2e"] > budget_ms:
             self.over_budget += 1
@@ -153,6 +156,8 @@ class Pipeline:
         self._dropped: list[FrameResult] = []
         self._worker: threading.Thread | None = None
         self._running = False
+        self.worker_errors = 0
+        self.last_worker_error = ""
         self._seed_latency_model()
 
     # ------------------------------------------------------------------ inputs
@@ -243,8 +248,8 @@ class Pipeline:
         """Fit the batch into the budget even in INT8.
 
         Frames of the most recently served cameras go back to their slots first (fair shedding);
-        a frame that cannot finish within the budget even alone is dropped now as a predicted
-        deadline miss rather than published late.
+        a frame that waited so long that it cannot finish within the budget even alone is dropped
+        now as a predicted deadline miss rather than published late.
         """
         dropped: list[FrameResult] = []
         while batch:
@@ -260,7 +265,11 @@ class Pipeline:
                         cam.pending = p
                 continue
             cam, p = batch[0]
-            if pred is not None and oldest_ms + pred + self.governor.post_ms > self.config.latency_budget_ms:
+            budget = self.config.latency_budget_ms
+            cost = pred + self.governor.post_ms if pred is not None else 0.0
+            # Drop only a frame that is late because it waited: when even a fresh frame cannot make
+            # the budget (engine slower than the budget) keep publishing, late and counted.
+            if pred is not None and oldest_ms + cost > budget and cost <= budget:
                 batch = []
                 with self._lock:
                     cam.dropped += 1
@@ -280,10 +289,16 @@ class Pipeline:
         if not batch:
             return results
         groups: dict[Mode, list[tuple[_Camera, _Pending, VisibilityReport | None, str]]] = {m: [] for m in MODES}
+        vis_ms = dict.fromkeys((id(p) for _, p in batch), 0.0)
         for cam, p in batch:
             vis = cam.visibility
             if vis is None or cam.frame_index % cfg.visibility_every_n == 0:
-                vis = self.visibility.estimate(p.frame, now_s=now / NS)
+                t0 = time.perf_counter()
+                try:
+                    vis = self.visibility.estimate(p.frame, now_s=now / NS)
+                except ImageError:  # too small to assess: no evidence either way, detection still runs
+                    vis = VisibilityReport.unknown()
+                vis_ms[id(p)] = (time.perf_counter() - t0) * 1e3
                 cam.visibility = vis
             cam.frame_index += 1
             age_ms = (now - p.stamp_ns) / 1e6
@@ -302,6 +317,7 @@ class Pipeline:
                     timing = {
                         "queue_wait": round((t_start - p.arrived_ns) / 1e6, 3),
                         "decode": round(p.decode_ms, 3),
+                        "visibility": round(vis_ms[id(p)], 3),
                         "preprocess": round(res.timing.preprocess_ms / n, 3),
                         "inference": round(res.timing.inference_ms / n, 3),
                         "postprocess": round(res.timing.postprocess_ms / n, 3),
@@ -331,8 +347,12 @@ class Pipeline:
                         self._ready.wait(timeout=0.1)
                 if not self._running:
                     break
-                for r in self.step():
-                    on_result(r)
+                try:
+                    for r in self.step():
+                        on_result(r)
+                except Exception as exc:  # one bad batch must not stop the worker for every camera
+                    self.worker_errors += 1
+                    self.last_worker_error = f"{type(exc).__name__}: {exc}"
 
         self._worker = threading.Thread(target=loop, name="dpa-inference", daemon=True)
         self._worker.start()

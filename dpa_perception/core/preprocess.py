@@ -102,6 +102,6 @@ def unletterbox(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
     out[:, [0, 2]] = (out[:, [0, 2]] - info.pad_x) / info.ratio
     out[:, [1, 3]] = (out[:, [1, 3]] - info.pad_y) / info.ratio
     h, w = info.src_hw
-    np.clip(out[:, [0, 2]], 0, w, out=out[:, [0, 2]])
-    np.clip(out[:, [1, 3]], 0, h, out=out[:, [1, 3]])
+    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, w)
+    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, h)
     return out

@@ -40,7 +40,7 @@ import numpy as np
 
 from dpa_perception.core.errors import ConfigError, ImageError
 
-LABELS: tuple[str, ...] = ("clear", "fog", "night", "glare", "rain_blur", "blockage")
+LABELS: tuple[str, ...] = ("clear", "fog", "night", "glare", "rain_blur", "blockage", "unknown")
 _CONDITION_LABEL = {
     "fog": "fog",
     "low_light": "night",
@@ -141,6 +141,11 @@ class VisibilityReport:
     features: dict[str, float] = field(default_factory=dict)
     external_used: bool = False
     external_age_s: float | None = None  # age of the last external report, None if none given
+
+    @staticmethod
+    def unknown() -> VisibilityReport:
+        """The report for a frame that cannot be assessed (too small): no evidence of degradation."""
+        return VisibilityReport(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "unknown")
 
     @property
     def scores(self) -> dict[str, float]:

@@ -41,6 +41,7 @@ from std_msgs.msg import Bool, Float32, Header
 
 from dpa_perception.backends.onnxruntime_backend import OrtOptions
 from dpa_perception.core import node_params as P
+from dpa_perception.core.diagnostics import DiagnosticsBuilder, StatusRecord
 from dpa_perception.core.engine import DualModeEngine
 from dpa_perception.core.errors import ConfigError, DpaError
 from dpa_perception.core.image_codec import decode_compressed, decode_raw
@@ -56,7 +57,6 @@ from dpa_perception.ros.conversions import (
     stamp_to_ns,
     vision_types,
 )
-from dpa_perception.ros.diagnostics import DiagnosticsBuilder, StatusRecord
 from dpa_perception.ros.qos import camera_qos, latched_qos, output_qos
 
 NODE_NAME = "dpa_perception"

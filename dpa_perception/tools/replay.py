@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dpa_perception.core.diagnostics import DiagnosticsBuilder
 from dpa_perception.core.engine import DualModeEngine
 from dpa_perception.core.errors import BagError, ConfigError, ImageError
 from dpa_perception.core.pipeline import FrameResult, Pipeline, PipelineConfig
 from dpa_perception.core.topics import detection_topic
 from dpa_perception.core.types import PRECISION_MODES
 from dpa_perception.core.weather import WeatherSpec, parse_weather
-from dpa_perception.ros.diagnostics import DiagnosticsBuilder
 from dpa_perception.tools.bag_io import BagImage, count_images, image_topics, iter_images, select_topics
 from dpa_perception.tools.bag_writer import DetectionBagWriter
 from dpa_perception.tools.cli_common import add_engine_args, ort_options, run_cli
@@ -208,7 +208,7 @@ def summarize(frames: list[dict[str, Any]], stats: dict[str, Any], config: Pipel
         return {k: round(float(np.percentile(a, q)), 2) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
 
     stages = {s: pct(np.array([f["timing_ms"][s] for f in proc], np.float64))
-              for s in ("queue_wait", "decode", "preprocess", "inference", "postprocess")}
+              for s in ("queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess")}
     classes: Counter[str] = Counter()
     for f in proc:
         classes.update(f.get("classes", {}))

@@ -1,0 +1,169 @@
+"""The command-line tools, called in-process: output format, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from dpa_perception.tools import bench, build, detect
+
+IMAGES = ["dog.jpg", "kitti_000008.png", "uadetrac_MVI_20011_img00001.jpg"]
+DETECTION_KEYS = {"class_id", "class_name", "score", "box_xyxy"}
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _one_error_line(err: str, prog: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error:"), lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------- dpa-detect
+
+
+@pytest.mark.parametrize("shape", ["square", "rect"])
+def test_detect_prints_one_json_line_per_image(yolox_engine_dir: Path, testdata: Path, capsys: pytest.CaptureFixture,
+                                               shape: str) -> None:  # fmt: skip
+    paths = [testdata / "images" / n for n in IMAGES]
+    rc = detect.main([*map(str, paths), "--engine", str(yolox_engine_dir), "--input-shape", shape])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    records = _json_lines(out)
+    assert len(records) == len(paths)
+    for path, rec in zip(paths, records):
+        assert {"image", "width", "height", "mode", "detections", "timing_ms"} <= set(rec)
+        assert rec["image"] == str(path)
+        h, w = cv2.imread(str(path)).shape[:2]
+        assert (rec["width"], rec["height"]) == (w, h)
+        assert rec["mode"] == "high"
+        assert isinstance(rec["timing_ms"], dict) and rec["timing_ms"]
+        assert rec["detections"], f"{path.name}: nothing found"
+        for d in rec["detections"]:
+            assert set(d) == DETECTION_KEYS
+            assert 0.3 <= d["score"] <= 1.0
+            x1, y1, x2, y2 = d["box_xyxy"]
+            assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h, (path.name, d)
+    # dog.jpg shows a dog, a bicycle and a pickup truck (testdata README)
+    names = {d["class_name"] for d in records[0]["detections"]}
+    assert {"dog", "bicycle"} <= names and names & {"truck", "car"}
+
+
+def test_detect_int8_mode_and_options(yolox_engine_dir: Path, testdata: Path, capsys: pytest.CaptureFixture) -> None:
+    img = str(testdata / "images" / "dog.jpg")
+    rc = detect.main([img, "--engine", str(yolox_engine_dir), "--mode", "int8", "--score-threshold", "0.5",
+                      "--class-agnostic"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    (rec,) = _json_lines(out)
+    assert rec["mode"] == "int8"
+    assert rec["detections"] and all(d["score"] >= 0.5 for d in rec["detections"])
+
+
+def test_detect_missing_image_reports_and_continues(yolox_engine_dir: Path, testdata: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    missing = tmp_path / "no_such_frame.jpg"
+    good = testdata / "images" / "dog.jpg"
+    rc = detect.main([str(missing), str(good), "--engine", str(yolox_engine_dir)])
+    out, err = capsys.readouterr()
+    assert rc != 0
+    line = _one_error_line(err, "dpa-detect")
+    assert "no_such_frame.jpg" in line
+    records = _json_lines(out)
+    assert [r["image"] for r in records] == [str(good)]
+
+
+def test_detect_undecodable_image(yolox_engine_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "garbage.png"
+    bad.write_bytes(b"not a png at all" * 10)
+    rc = detect.main([str(bad), "--engine", str(yolox_engine_dir)])
+    out, err = capsys.readouterr()
+    assert rc != 0
+    assert "garbage.png" in _one_error_line(err, "dpa-detect")
+    assert out.strip() == ""
+
+
+def test_detect_missing_engine(testdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = detect.main([str(testdata / "images" / "dog.jpg"), "--engine", str(tmp_path / "nonexistent")])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert "nonexistent" in _one_error_line(err, "dpa-detect")
+    assert out.strip() == ""
+
+
+def test_detect_bad_option_value(yolox_engine_dir: Path, testdata: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = detect.main([str(testdata / "images" / "dog.jpg"), "--engine", str(yolox_engine_dir),
+                      "--score-threshold", "7"])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert "score_threshold" in _one_error_line(err, "dpa-detect")
+
+
+# ---------------------------------------------------------------- dpa-bench
+
+
+@pytest.mark.parametrize("shape", ["square", "rect"])
+def test_bench_last_line_is_json(yolox_engine_dir: Path, capsys: pytest.CaptureFixture, shape: str) -> None:
+    rc = bench.main(["--engine", str(yolox_engine_dir), "--runs", "3", "--input-shape", shape])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    last = json.loads(out.strip().splitlines()[-1])
+    assert {"high_ms", "int8_ms", "ratio"} <= set(last)
+    assert last["high_ms"] > 0 and last["int8_ms"] > 0
+    assert last["ratio"] == pytest.approx(last["high_ms"] / last["int8_ms"], rel=0.01)
+    assert last["input_shape"] == shape
+
+
+def test_bench_on_images_with_batch(yolox_engine_dir: Path, testdata: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = bench.main(["--engine", str(yolox_engine_dir), "--runs", "2", "--batch", "2",
+                     "--images", str(testdata / "images" / "dog.jpg")])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["batch"] == 2
+
+
+def test_bench_missing_engine(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = bench.main(["--engine", str(tmp_path / "none"), "--runs", "1"])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    _one_error_line(err, "dpa-bench")
+
+
+# ---------------------------------------------------------------- dpa-build
+
+
+def test_build_missing_model(testdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = build.main([str(tmp_path / "missing_model.onnx"), "--calib", str(testdata / "images"),
+                     "--out", str(tmp_path / "eng"), "--no-progress"])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert "missing_model.onnx" in _one_error_line(err, "dpa-build")
+    assert not (tmp_path / "eng").exists()
+
+
+def test_build_calib_without_images(testdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    calib = tmp_path / "empty"
+    calib.mkdir()
+    rc = build.main([str(testdata / "models" / "yolox_nano.onnx"), "--calib", str(calib),
+                     "--out", str(tmp_path / "eng"), "--no-progress"])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert "no images" in err.splitlines()[-1]
+    assert not (tmp_path / "eng").exists()
+
+
+def test_build_existing_out(testdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out_dir = tmp_path / "eng"
+    out_dir.mkdir()
+    rc = build.main([str(testdata / "models" / "yolox_nano.onnx"), "--calib", str(testdata / "images"),
+                     "--out", str(out_dir), "--no-progress"])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert "--force" in _one_error_line(err, "dpa-build")

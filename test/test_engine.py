@@ -1,0 +1,463 @@
+"""DualModeEngine on the built YOLOX-Nano engine folder: reference detections, INT8 agreement,
+batching, rect input, and the manifest that guards the folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from dpa_perception.core.engine import DualModeEngine
+from dpa_perception.core.errors import ConfigError, ImageError, ManifestError
+from dpa_perception.core.manifest import load_manifest
+from dpa_perception.core.metrics import Agreement, agreement, iou_matrix
+from dpa_perception.core.postprocess import DecodeConfig
+from dpa_perception.core.types import Detections
+
+IMAGES = sorted(
+    ["uadetrac_MVI_20011_img00001.jpg", "rtts_fog_SJZ_Bing_492.png", "bdd_hybridnets_2_night_dark.jpg",
+     "kitti_000008.png", "nuscenes_n015_CAM_FRONT.jpg", "dog.jpg"]
+)  # fmt: skip
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def frames(testdata: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for name in IMAGES:
+        img = cv2.imread(str(testdata / "images" / name), cv2.IMREAD_COLOR)
+        assert img is not None, name
+        out[name] = img
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(testdata: Path) -> dict:
+    return json.loads((testdata / "expected" / "yolox_nano_reference.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def ref_engine(yolox_engine_dir: Path) -> Iterator[DualModeEngine]:
+    """Decoded like the reference file: score >= 0.1, class-agnostic NMS at IoU 0.45."""
+    eng = DualModeEngine(yolox_engine_dir, decode=DecodeConfig(score_threshold=0.1, nms_iou=0.45, class_agnostic=True))
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def engine(yolox_engine_dir: Path) -> Iterator[DualModeEngine]:
+    """Decoded low (0.1, class-aware NMS) so comparisons can use hysteresis around 0.3."""
+    eng = DualModeEngine(yolox_engine_dir, decode=DecodeConfig(score_threshold=0.1))
+    yield eng
+    eng.close()
+
+
+def _copy_engine(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _same_detections(a: Detections, b: Detections, box_atol: float = 0.1, score_atol: float = 1e-3) -> None:
+    assert len(a) == len(b)
+    np.testing.assert_array_equal(a.class_ids, b.class_ids)
+    np.testing.assert_allclose(a.scores, b.scores, atol=score_atol)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=box_atol)
+
+
+def _matches_with_hysteresis(a: Detections, b: Detections, hi: float = 0.3, iou: float = 0.85,
+                             score_tol: float = 0.1) -> list[str]:  # fmt: skip
+    """Detections of ``a`` at >= ``hi`` without a same-class box in ``b`` (decoded lower) close to them."""
+    m = iou_matrix(a.boxes, b.boxes)
+    if m.size:
+        m = np.where(a.class_ids[:, None] == b.class_ids[None, :], m, 0.0)
+    missing = []
+    for i in np.nonzero(a.scores >= hi)[0]:
+        j = int(m[i].argmax()) if m.shape[1] else -1
+        if j < 0 or m[i, j] < iou or abs(float(a.scores[i]) - float(b.scores[j])) > score_tol:
+            missing.append(f"class {a.class_ids[i]} score {a.scores[i]:.3f} box {a.boxes[i].round(1).tolist()}")
+    return missing
+
+
+# ---------------------------------------------------------------- high mode vs the reference
+
+
+def test_reference_matches_shared_files(testdata: Path, reference: dict) -> None:
+    assert reference["model_sha256"] == _sha256(testdata / "models" / "yolox_nano.onnx")
+    assert sorted(reference["images"]) == IMAGES
+    for name, entry in reference["images"].items():
+        assert entry["sha256"] == _sha256(testdata / "images" / name), name
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_high_mode_reproduces_reference(name: str, ref_engine: DualModeEngine, frames: dict, reference: dict) -> None:
+    ref = [d for d in reference["images"][name]["detections"]]
+    det = ref_engine.infer([frames[name]], "high").detections[0]
+    assert len(det) > 0
+    ref_boxes = np.array([d["box_xyxy"] for d in ref], np.float32)
+    ious = iou_matrix(ref_boxes, det.boxes)
+    strong = [i for i, d in enumerate(ref) if d["score"] >= 0.3]
+    assert strong, "every shared image has at least one reference detection at 0.3"
+    for i in strong:
+        d = ref[i]
+        same_class = det.class_ids == d["class_id"]
+        cand = np.where(same_class, ious[i], 0.0)
+        j = int(cand.argmax())
+        assert cand[j] >= 0.9, f"{name}: reference {d} not found (best IoU {cand[j]:.3f})"
+        assert float(det.scores[j]) == pytest.approx(d["score"], abs=0.02), f"{name}: {d} scored {det.scores[j]:.4f}"
+    # and nothing strong that the reference does not have
+    for j in np.nonzero(det.scores >= 0.3)[0]:
+        cand = np.where(np.array([d["class_id"] for d in ref]) == det.class_ids[j], ious[:, j], 0.0)
+        assert cand.max() >= 0.9, f"{name}: extra detection {det.boxes[j].tolist()} class {det.class_ids[j]}"
+
+
+# ---------------------------------------------------------------- INT8 vs high
+
+
+def test_int8_agrees_with_high(engine: DualModeEngine, frames: dict, record_property) -> None:
+    imgs = [frames[n] for n in IMAGES]
+    high = engine.infer(imgs, "high").detections
+    int8 = engine.infer(imgs, "int8").detections
+    total = Agreement()
+    per_image = {}
+    for name, h, q in zip(IMAGES, high, int8):
+        a = agreement(h, q, iou=0.5, min_score=0.3, class_aware=True)
+        per_image[name] = a.as_dict()
+        total += a
+    record_property("int8_vs_high", total.as_dict())
+    print(f"\nINT8 vs high on the six shared images: {total.as_dict()}")
+    assert total.n_ref >= 30  # the six images hold ~40 detections at 0.3
+    assert total.recall >= 0.80, (total.as_dict(), per_image)
+    assert total.precision >= 0.92, (total.as_dict(), per_image)
+
+
+def test_int8_differs_from_high(engine: DualModeEngine, frames: dict) -> None:
+    """The two modes really run different networks (same boxes would mean the same file twice)."""
+    img = frames["uadetrac_MVI_20011_img00001.jpg"]
+    h = engine.infer([img], "high").detections[0]
+    q = engine.infer([img], "int8").detections[0]
+    assert len(h) != len(q) or not np.allclose(h.scores, q.scores, atol=1e-4)
+
+
+# ---------------------------------------------------------------- batching and input shapes
+
+
+@pytest.mark.parametrize("mode", ["high", "int8"])
+def test_batch_of_three_equals_single_calls(engine: DualModeEngine, frames: dict, mode: str) -> None:
+    names = ["dog.jpg", "kitti_000008.png", "rtts_fog_SJZ_Bing_492.png"]
+    batch = engine.infer([frames[n] for n in names], mode)
+    assert len(batch.detections) == 3
+    assert batch.mode == mode
+    for n, det in zip(names, batch.detections):
+        single = engine.infer([frames[n]], mode).detections[0]
+        _same_detections(det, single)
+
+
+def test_batch_larger_than_max_batch(yolox_engine_dir: Path, frames: dict) -> None:
+    eng = DualModeEngine(yolox_engine_dir, max_batch=2)
+    try:
+        imgs = [frames[n] for n in IMAGES[:5]]
+        res = eng.infer(imgs, "high")
+        assert len(res.detections) == 5
+        for img, det in zip(imgs, res.detections):
+            _same_detections(det, eng.infer([img], "high").detections[0])
+        assert eng.stats["high"].frames == 5 + 5
+    finally:
+        eng.close()
+
+
+def test_rect_canvas_size_960x540(engine: DualModeEngine, frames: dict) -> None:
+    img = frames["uadetrac_MVI_20011_img00001.jpg"]
+    assert img.shape[:2] == (540, 960)
+    assert engine.infer([img], "high", "rect").input_hw == (256, 416)
+    assert engine.infer([img], "high", "square").input_hw == (416, 416)
+
+
+def test_rect_finds_what_square_finds(engine: DualModeEngine, frames: dict) -> None:
+    total = Agreement()
+    for name in IMAGES:
+        sq = engine.infer([frames[name]], "high", "square").detections[0]
+        rc = engine.infer([frames[name]], "high", "rect").detections[0]
+        total += agreement(sq, rc, iou=0.5, min_score=0.3)
+    assert total.recall >= 0.85 and total.precision >= 0.85, total.as_dict()
+
+
+@pytest.mark.parametrize("shape", ["square", "rect"])
+def test_mixed_size_batch_equals_single_frames(engine: DualModeEngine, frames: dict, shape: str) -> None:
+    """Frames of different sizes in one batch get the detections each gets alone.
+
+    Square: the same canvas, so the same numbers. Rect: the batch canvas is the largest any frame
+    needs, so a frame may get more padding than alone; detections must still agree (same class,
+    IoU >= 0.85, score within 0.1, compared at 0.3 against the other decoded at 0.1).
+    """
+    imgs = [frames[n] for n in IMAGES]
+    batch = engine.infer(imgs, "high", shape)
+    for name, img, det in zip(IMAGES, imgs, batch.detections):
+        single = engine.infer([img], "high", shape).detections[0]
+        if shape == "square":
+            _same_detections(det, single)
+        else:
+            assert not _matches_with_hysteresis(single, det), name
+            assert not _matches_with_hysteresis(det, single), name
+
+
+def test_boxes_inside_frames(engine: DualModeEngine, frames: dict) -> None:
+    for name in IMAGES:
+        h, w = frames[name].shape[:2]
+        for shape in ("square", "rect"):
+            det = engine.infer([frames[name]], "high", shape).detections[0]
+            assert (det.boxes[:, [0, 2]] >= 0).all() and (det.boxes[:, [0, 2]] <= w).all(), name
+            assert (det.boxes[:, [1, 3]] >= 0).all() and (det.boxes[:, [1, 3]] <= h).all(), name
+            assert (det.boxes[:, 2] >= det.boxes[:, 0]).all() and (det.boxes[:, 3] >= det.boxes[:, 1]).all()
+
+
+def test_grayscale_frame_is_accepted(engine: DualModeEngine, frames: dict) -> None:
+    gray = cv2.cvtColor(frames["dog.jpg"], cv2.COLOR_BGR2GRAY)
+    res = engine.infer([gray], "high")
+    assert len(res.detections) == 1
+
+
+def test_infer_errors(engine: DualModeEngine, frames: dict) -> None:
+    with pytest.raises(ConfigError):
+        engine.infer([frames["dog.jpg"]], "fp16")  # type: ignore[arg-type]
+    with pytest.raises(ImageError):
+        engine.infer([np.zeros((10, 10, 3), np.float32)], "high")
+    with pytest.raises(ImageError):
+        engine.infer([np.zeros((0, 10, 3), np.uint8)], "high")
+    assert engine.infer([], "high").detections == []
+
+
+def test_engine_option_errors(yolox_engine_dir: Path) -> None:
+    with pytest.raises(ConfigError):
+        DualModeEngine(yolox_engine_dir, backend="openvino")
+    with pytest.raises(ConfigError):
+        DualModeEngine(yolox_engine_dir, max_batch=0)
+    with pytest.raises(ConfigError):
+        DualModeEngine(yolox_engine_dir, placements={"int8": "gpu"})  # onnxruntime backend runs on the CPU
+    with pytest.raises(ConfigError):
+        DualModeEngine(yolox_engine_dir, decode=DecodeConfig(score_threshold=2.0))
+
+
+# ---------------------------------------------------------------- dynamic dims
+
+
+def test_dynamic_dims_recorded_and_real(yolox_engine_dir: Path, engine: DualModeEngine) -> None:
+    import onnxruntime as ort
+
+    man = load_manifest(yolox_engine_dir)
+    assert man["model"]["dynamic_batch"] is True
+    assert man["model"]["dynamic_hw"] is True
+    assert engine.dynamic_batch and engine.dynamic_hw and engine.supports("rect")
+    for variant in ("high", "int8", "int8_trt"):
+        model = onnx.load(str(yolox_engine_dir / man["variants"][variant]["file"]), load_external_data=False)
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        assert [d.HasField("dim_param") for d in dims] == [True, False, True, True], variant
+    sess = ort.InferenceSession(str(yolox_engine_dir / "high.onnx"), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"images": np.full((2, 3, 256, 416), 114, np.float32)})[0]
+    assert out.shape == (2, 32 * 52 + 16 * 26 + 8 * 13, 85)
+
+
+def test_static_engine_refuses_rect(yolox_engine_dir: Path, tmp_path: Path, frames: dict) -> None:
+    d = _copy_engine(yolox_engine_dir, tmp_path / "eng")
+    man = json.loads((d / "manifest.json").read_text())
+    man["model"]["dynamic_hw"] = False
+    man["model"]["dynamic_batch"] = False
+    (d / "manifest.json").write_text(json.dumps(man))
+    eng = DualModeEngine(d)
+    try:
+        assert not eng.supports("rect") and eng.supports("square")
+        with pytest.raises(ConfigError, match="rect"):
+            eng.infer([frames["dog.jpg"]], "high", "rect")
+        imgs = [frames["dog.jpg"], frames["kitti_000008.png"]]  # frame by frame when the batch is fixed
+        res = eng.infer(imgs, "high")
+        for img, det in zip(imgs, res.detections):
+            _same_detections(det, eng.infer([img], "high").detections[0])
+    finally:
+        eng.close()
+
+
+# ---------------------------------------------------------------- manifest checks
+
+
+def test_load_manifest_round_trip(yolox_engine_dir: Path) -> None:
+    man = load_manifest(yolox_engine_dir)
+    on_disk = json.loads((yolox_engine_dir / "manifest.json").read_text())
+    assert man == on_disk
+    assert man["format_version"] == 1
+    assert {"high", "int8", "int8_trt"} <= set(man["variants"])
+
+
+def test_tampered_variant_is_refused(yolox_engine_dir: Path, tmp_path: Path) -> None:
+    d = _copy_engine(yolox_engine_dir, tmp_path / "eng")
+    with (d / "int8.onnx").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ManifestError, match="sha256") as exc:
+        load_manifest(d)
+    assert "int8.onnx" in str(exc.value)
+    with pytest.raises(ManifestError, match="sha256"):
+        DualModeEngine(d)
+    load_manifest(d, verify=False)  # the checksum is what catches it
+
+
+def test_missing_manifest(yolox_engine_dir: Path, tmp_path: Path) -> None:
+    d = _copy_engine(yolox_engine_dir, tmp_path / "eng")
+    (d / "manifest.json").unlink()
+    with pytest.raises(ManifestError, match="manifest"):
+        load_manifest(d)
+
+
+def test_missing_variant(yolox_engine_dir: Path, tmp_path: Path) -> None:
+    d = _copy_engine(yolox_engine_dir, tmp_path / "eng")
+    (d / "high.onnx").unlink()
+    with pytest.raises(ManifestError, match="high"):
+        DualModeEngine(d)
+
+
+def test_variant_missing_from_manifest(yolox_engine_dir: Path, tmp_path: Path) -> None:
+    d = _copy_engine(yolox_engine_dir, tmp_path / "eng")
+    man = json.loads((d / "manifest.json").read_text())
+    del man["variants"]["int8"]
+    (d / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ManifestError, match="int8"):
+        load_manifest(d)
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None])
+def test_bad_format_version(yolox_engine_dir: Path, tmp_path: Path, version: object) -> None:
+    d = _copy_engine(yolox_engine_dir, tmp_path / "eng")
+    man = json.loads((d / "manifest.json").read_text())
+    man["format_version"] = version
+    (d / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ManifestError, match="format"):
+        load_manifest(d)
+
+
+def test_malformed_manifest(yolox_engine_dir: Path, tmp_path: Path) -> None:
+    d = _copy_engine(yolox_engine_dir, tmp_path / "eng")
+    (d / "manifest.json").write_text('{"format_version": 1, "variants": ')
+    with pytest.raises(ManifestError, match="manifest"):
+        load_manifest(d)
+
+
+def test_manifest_without_model_description(yolox_engine_dir: Path, tmp_path: Path) -> None:
+    d = _copy_engine(yolox_engine_dir, tmp_path / "eng")
+    man = json.loads((d / "manifest.json").read_text())
+    del man["model"]["spec"]
+    (d / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ManifestError):
+        load_manifest(d)
+
+
+def test_engine_on_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="not_built"):
+        DualModeEngine(tmp_path / "not_built")
+
+
+# ---------------------------------------------------------------- manifest content and variant files
+
+
+def test_manifest_content(yolox_engine_dir: Path, testdata: Path) -> None:
+    man = load_manifest(yolox_engine_dir)
+    model = man["model"]
+    assert model["sha256"] == _sha256(testdata / "models" / "yolox_nano.onnx")
+    assert model["family"] == "yolox" and model["input_hw"] == [416, 416]
+    assert model["num_classes"] == 80 and model["num_anchors"] == 3549
+    for name, entry in man["variants"].items():
+        assert entry["sha256"] == _sha256(yolox_engine_dir / entry["file"]), name
+    assert man["variants"]["int8"]["file"] == "int8.onnx"
+    assert man["variants"]["int8_trt"]["file"] == "int8_trt.onnx"
+    cal = man["calibration"]
+    assert cal["method"] == "percentile"
+    assert cal["frames"] == len([p for p in (testdata / "images").iterdir() if p.suffix in (".jpg", ".png")]) == 6
+    mp = man["mixed_precision"]
+    assert mp["kept_nodes"], "some layers are kept in high precision"
+    assert 0 < mp["units_kept"] < mp["units_total"]
+    agree = man["agreement"]["int8_vs_high_held_out"]
+    assert 0.0 <= agree["recall"] <= 1.0 and 0.0 <= agree["precision"] <= 1.0 and agree["n_ref"] > 0
+    lat = man["latency_ms"]
+    assert lat["high"] > 0 and lat["int8"] > 0
+    assert lat["speedup"] == pytest.approx(lat["high"] / lat["int8"], rel=0.01)
+    tools = man["tools"]
+    for key in ("dpa_perception", "onnx", "onnxruntime", "numpy", "python"):
+        assert isinstance(tools.get(key), str) and tools[key][0].isdigit(), key
+
+
+def _zero_point(model: onnx.ModelProto, name: str) -> np.ndarray:
+    for init in model.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return numpy_helper.to_array(node.attribute[0].t)
+    raise AssertionError(f"zero point {name} not found")
+
+
+def _activation_zero_points(path: Path) -> list[np.ndarray]:
+    model = onnx.load(str(path))
+    inits = {i.name for i in model.graph.initializer}
+    qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+    assert qs, f"{path.name} has no activation QuantizeLinear"
+    return [_zero_point(model, n.input[2]) for n in qs]
+
+
+def test_int8_files_are_qdq(yolox_engine_dir: Path) -> None:
+    for f in ("int8.onnx", "int8_trt.onnx"):
+        ops = {n.op_type for n in onnx.load(str(yolox_engine_dir / f)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops, f
+    ops = {n.op_type for n in onnx.load(str(yolox_engine_dir / "high.onnx")).graph.node}
+    assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops
+
+
+def test_trt_variant_has_symmetric_int8_activations(yolox_engine_dir: Path) -> None:
+    zps = _activation_zero_points(yolox_engine_dir / "int8_trt.onnx")
+    assert all(z.dtype == np.int8 for z in zps)
+    assert all((z == 0).all() for z in zps)
+
+
+def test_cpu_variant_has_uint8_activations(yolox_engine_dir: Path) -> None:
+    zps = _activation_zero_points(yolox_engine_dir / "int8.onnx")
+    assert all(z.dtype == np.uint8 for z in zps)
+    assert any((z != 0).any() for z in zps)  # asymmetric: not all zero points sit at 0
+
+
+def test_kept_convs_stay_float_and_others_are_quantized(yolox_engine_dir: Path) -> None:
+    man = load_manifest(yolox_engine_dir)
+    kept = set(man["mixed_precision"]["kept_nodes"])
+    for f in ("int8.onnx", "int8_trt.onnx"):
+        model = onnx.load(str(yolox_engine_dir / f))
+        producer = {o: n for n in model.graph.node for o in n.output}
+        convs = [n for n in model.graph.node if n.op_type == "Conv"]
+        assert len(convs) == man["mixed_precision"]["units_total"]
+        for n in convs:
+            w = producer.get(n.input[1])
+            quantized = w is not None and w.op_type == "DequantizeLinear"
+            assert quantized == (n.name not in kept), f"{f}: {n.name}"
+
+
+def test_precision_report(yolox_engine_dir: Path) -> None:
+    man = load_manifest(yolox_engine_dir)
+    kept_nodes = set(man["mixed_precision"]["kept_nodes"])
+    png = yolox_engine_dir / "precision_report.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((yolox_engine_dir / "precision_report.json").read_text())
+    units = report["units"]
+    assert len(units) == man["mixed_precision"]["units_total"]
+    kept = [u for u in units if u["kept"]]
+    assert len(kept) == man["mixed_precision"]["units_kept"] > 0
+    for u in units:
+        assert (u["name"] in kept_nodes) == u["kept"], u["name"]
+        if u["kept"]:
+            assert set(u["nodes"]) <= kept_nodes
+            assert u["reasons"]
+    assert all(u["sensitivity"] is None or u["sensitivity"] >= 0 for u in units)
+    assert report["error_by_kept_count"]
