@@ -107,6 +107,12 @@ class DualModeEngine:
             self.close()
             raise
         self.stats: dict[Mode, LatencyStats] = {m: LatencyStats() for m in MODES}
+        # Per-variant score calibration measured by dpa-build on the ONNX Runtime variants it
+        # built; a TensorRT engine is a different build and is not calibrated here.
+        self.score_offsets: dict[Mode, float] = {
+            m: float(self.manifest["variants"][m].get("score_offset", 0.0)) if backend == "onnxruntime" else 0.0
+            for m in MODES
+        }
 
     @property
     def model_sha256(self) -> str:
@@ -139,7 +145,7 @@ class DualModeEngine:
         else:
             output = np.concatenate([session.run(batch[i : i + 1]) for i in range(len(frames))])
         t2 = time.perf_counter()
-        dets = decode_batch(output, self.spec, canvas, infos, self.decode)
+        dets = decode_batch(output, self.spec, canvas, infos, self.decode, self.score_offsets[mode])
         t3 = time.perf_counter()
         timing = StageTiming((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         self.stats[mode].add(timing.inference_ms, len(frames))

@@ -98,10 +98,16 @@ def decode_batch(
     canvas: tuple[int, int],
     infos: list[LetterboxInfo],
     cfg: DecodeConfig,
+    score_offset: float = 0.0,
 ) -> list[Detections]:
-    """Turn a raw batch output into per-frame detections in original pixels."""
+    """Turn a raw batch output into per-frame detections in original pixels.
+
+    ``score_offset`` is a variant's score calibration (see ``dpa-build``): added to every score
+    before the threshold, so an INT8 variant whose scores run systematically low keeps the same
+    operating point as the high-precision one.
+    """
     results = []
-    thr = cfg.score_threshold
+    thr = max(cfg.score_threshold - score_offset, 0.0)
     for b, info in enumerate(infos):
         if spec.family == "yolox":
             boxes, scores, cls = _candidates_yolox(output[b], spec, canvas, thr)
@@ -114,7 +120,7 @@ def decode_batch(
         results.append(
             Detections(
                 unletterbox(boxes[keep], info),
-                scores[keep].astype(np.float32),
+                np.minimum(scores[keep] + score_offset, 1.0).astype(np.float32),
                 cls[keep].astype(np.int64),
             )
         )

@@ -65,6 +65,7 @@ def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
 def conv_units(model: onnx.ModelProto) -> list[Unit]:
     """Group each Conv with its activation (e.g. SiLU = Sigmoid + Mul), in graph order."""
     consumers = _consumers(model)
+    tail = output_tail(model)  # never quantized, so never part of a unit
     units = []
     for idx, node in enumerate(model.graph.node):
         if node.op_type != "Conv":
@@ -75,7 +76,8 @@ def conv_units(model: onnx.ModelProto) -> list[Unit]:
         while frontier:
             t = frontier.pop()
             for c in consumers.get(t, []):
-                if c.op_type in QUANTIZABLE_ACTIVATIONS and c.name not in members and len(members) < 4:
+                if (c.op_type in QUANTIZABLE_ACTIVATIONS and c.name not in members and c.name not in tail
+                        and len(members) < 4):
                     members.append(c.name)
                     frontier.extend(c.output)
         units.append(Unit(node.name, idx, members, group > 1))
