@@ -461,3 +461,21 @@ def test_precision_report(yolox_engine_dir: Path) -> None:
             assert u["reasons"]
     assert all(u["sensitivity"] is None or u["sensitivity"] >= 0 for u in units)
     assert report["error_by_kept_count"]
+
+
+def test_int8_score_offset_recorded_and_applied(yolox_engine_dir: Path, engine: DualModeEngine, frames: dict) -> None:
+    manifest = load_manifest(yolox_engine_dir)
+    offset = manifest["variants"]["int8"]["score_offset"]
+    assert 0.0 <= offset <= 0.1
+    assert "score_offset" not in manifest["variants"]["high"]
+    assert engine.score_offsets == {"int8": offset, "high": 0.0}
+    assert "int8_vs_high_held_out_without_score_offset" in manifest["agreement"]
+    img = frames["uadetrac_MVI_20011_img00001.jpg"]
+    calibrated = engine.infer([img], "int8").detections[0]
+    engine.score_offsets = {"int8": 0.0, "high": 0.0}
+    try:
+        raw = engine.infer([img], "int8").detections[0]
+    finally:
+        engine.score_offsets = {"int8": offset, "high": 0.0}
+    assert len(calibrated) >= len(raw)
+    np.testing.assert_allclose(calibrated.scores[: len(raw)].max(), min(raw.scores.max() + offset, 1.0), atol=1e-5)

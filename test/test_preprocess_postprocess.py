@@ -186,6 +186,21 @@ def test_yolov8_decode_hand_made(yolov8_spec: ModelSpec) -> None:
     np.testing.assert_allclose(det.boxes, [[540, 310, 740, 410], [1100, 0, 1280, 60]], atol=1e-3)
 
 
+def test_score_offset_shifts_scores_and_admits_borderline_candidates(yolov8_spec: ModelSpec) -> None:
+    infos = [LetterboxInfo(1.0, 0.0, 0.0, (640, 640))]
+    out = np.zeros((1, 84, 8400), np.float32)
+    out[0, :4, 10] = (100, 100, 40, 40)
+    out[0, 4 + 2, 10] = 0.28  # just under the 0.3 threshold
+    out[0, :4, 20] = (400, 400, 40, 40)
+    out[0, 4 + 0, 20] = 0.99  # shifted past 1.0: capped
+    cfg = DecodeConfig(score_threshold=0.3)
+    (plain,) = decode_batch(out, yolov8_spec, (640, 640), infos, cfg)
+    (shifted,) = decode_batch(out, yolov8_spec, (640, 640), infos, cfg, score_offset=0.03)
+    np.testing.assert_allclose(plain.scores, [0.99], rtol=1e-6)
+    np.testing.assert_allclose(shifted.scores, [1.0, 0.31], rtol=1e-6)
+    np.testing.assert_array_equal(shifted.class_ids, [0, 2])
+
+
 def test_yolov8_decode_class_filter_and_cap(yolov8_spec: ModelSpec) -> None:
     infos = [LetterboxInfo(1.0, 0.0, 0.0, (640, 640))]
     out = np.zeros((1, 84, 8400), np.float32)
