@@ -1,0 +1,169 @@
+"""Evaluate a demo engine folder: mAP@0.5 per weather condition for high, int8 and auto.
+
+    python -m dpa_perception.demo.evaluate --engine DIR [--frames 100] [--json out.json]
+
+Frames are rendered by :mod:`dpa_perception.demo.scene` from scene seeds in a range the trainer
+never uses (``EVAL_SEED_BASE``), the same scenes under each condition (clear, fog, rain, night).
+``auto`` is the precision governor's visibility rule applied per frame: the frame's
+:class:`~dpa_perception.core.visibility.VisibilityEstimator` degradation against the governor's
+``enter_high_threshold`` (high at or above it, INT8 below; no latency pressure, no hysteresis,
+since the frames are independent).  Ground truth and detections are compared in the detector's
+class space (0..5 = person, bicycle, car, motorcycle, bus, truck).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dpa_perception.core.types import Detections
+
+EVAL_SEED_BASE = 2_000_000_000
+CONDITIONS = ("clear", "fog", "rain", "night")
+MODES = ("high", "int8", "auto")
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    a = (box[2:] - box[:2]).prod()
+    b = (boxes[:, 2:] - boxes[:, :2]).prod(1)
+    return inter / np.maximum(a + b - inter, 1e-9)
+
+
+def mean_ap(dets: Sequence[Detections], gts: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int,
+            iou_thr: float = 0.5) -> dict:
+    """Mean over classes present in the ground truth of the all-point interpolated AP (VOC 2010+ / COCO style).
+
+    ``gts``: per frame (boxes xyxy, class ids).  Greedy matching by score, each ground truth
+    matched at most once at IoU >= ``iou_thr``.
+    """
+    aps: dict[int, float] = {}
+    for c in range(num_classes):
+        n_gt = sum(int((g[1] == c).sum()) for g in gts)
+        if n_gt == 0:
+            continue
+        scores, tps = [], []
+        for d, (gb, gc) in zip(dets, gts):
+            m = d.class_ids == c
+            db, ds = d.boxes[m], d.scores[m]
+            g = gb[gc == c]
+            used = np.zeros(len(g), bool)
+            for k in np.argsort(-ds, kind="stable"):
+                tp = False
+                if len(g):
+                    ious = _iou(db[k], g)
+                    ious[used] = -1
+                    j = int(ious.argmax())
+                    if ious[j] >= iou_thr:
+                        used[j] = True
+                        tp = True
+                scores.append(float(ds[k]))
+                tps.append(tp)
+        if not scores:
+            aps[c] = 0.0
+            continue
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        hits = np.asarray(tps, np.float64)[order]
+        ctp, cfp = np.cumsum(hits), np.cumsum(1 - hits)
+        recall = ctp / n_gt
+        precision = ctp / np.maximum(ctp + cfp, 1e-9)
+        mrec = np.concatenate([[0.0], recall, [1.0]])
+        mpre = np.concatenate([[0.0], precision, [0.0]])
+        mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+        i = np.nonzero(mrec[1:] != mrec[:-1])[0]
+        aps[c] = float(((mrec[i + 1] - mrec[i]) * mpre[i + 1]).sum())
+    return {"map": float(np.mean(list(aps.values()))) if aps else 0.0, "per_class": aps}
+
+
+def eval_frames(n: int, condition: str, strength: float | None = None):
+    """``n`` evaluation frames of ``condition``: (images, ground truth in demo class space)."""
+    from dpa_perception.demo.scene import COCO_TO_DEMO, Scene
+
+    rng = np.random.default_rng(12345)
+    strengths = {"clear": 0.0, "fog": 0.7, "rain": 0.7, "night": 0.85}
+    images, gts = [], []
+    for i in range(n):
+        seed = EVAL_SEED_BASE + i
+        t = float(rng.uniform(0, 60))
+        scene = Scene(seed, density=float(rng.uniform(0.6, 1.4)))
+        img, lab = scene.frame(t, condition, strengths[condition] if strength is None else strength)
+        images.append(img)
+        gts.append((lab.boxes.copy(), np.array([COCO_TO_DEMO[int(c)] for c in lab.class_ids], np.int64)))
+    return images, gts
+
+
+def evaluate(engine_dir: Path, frames: int = 100, score_threshold: float = 0.05, log=None) -> dict:
+    from dpa_perception.core.engine import DualModeEngine
+    from dpa_perception.core.governor import GovernorConfig
+    from dpa_perception.core.postprocess import DecodeConfig
+    from dpa_perception.core.visibility import VisibilityEstimator
+
+    engine = DualModeEngine(engine_dir, decode=DecodeConfig(score_threshold=score_threshold, nms_iou=0.5))
+    num_classes = engine.spec.num_classes
+    vis = VisibilityEstimator()
+    enter = GovernorConfig().enter_high_threshold
+    result: dict = {"engine": str(engine_dir), "frames_per_condition": frames, "score_threshold": score_threshold,
+                    "enter_high_threshold": enter, "map50": {}, "high_fraction_in_auto": {}, "per_class": {}}
+    try:
+        for cond in CONDITIONS:
+            t0 = time.time()
+            images, gts = eval_frames(frames, cond)
+            dets: dict[str, list[Detections]] = {m: [] for m in ("high", "int8")}
+            for img in images:
+                for m in dets:
+                    dets[m].append(engine.infer([img], m).detections[0])  # type: ignore[arg-type]
+            use_high = [vis.estimate(img).degradation >= enter for img in images]
+            dets["auto"] = [dets["high"][i] if h else dets["int8"][i] for i, h in enumerate(use_high)]
+            result["map50"][cond] = {}
+            result["per_class"][cond] = {}
+            for m in MODES:
+                r = mean_ap(dets[m], gts, num_classes)
+                result["map50"][cond][m] = round(r["map"], 4)
+                result["per_class"][cond][m] = {engine.spec.class_name(c): round(v, 4) for c, v in r["per_class"].items()}
+            result["high_fraction_in_auto"][cond] = round(float(np.mean(use_high)), 3)
+            if log:
+                log(f"{cond}: {result['map50'][cond]} (auto used high on "
+                    f"{result['high_fraction_in_auto'][cond]:.0%} of frames, {time.time() - t0:.0f} s)")
+    finally:
+        engine.close()
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    lines = ["| precision | " + " | ".join(CONDITIONS) + " |", "|---|" + "---|" * len(CONDITIONS)]
+    for m in MODES:
+        lines.append(f"| {m} | " + " | ".join(f"{result['map50'][c][m]:.3f}" for c in CONDITIONS) + " |")
+    lines.append("| auto: share of frames on high | " + " | ".join(
+        f"{result['high_fraction_in_auto'][c]:.0%}" for c in CONDITIONS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dpa_perception.demo.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--engine", required=True, type=Path, help="engine folder built by dpa-build from the demo model")
+    p.add_argument("--frames", type=int, default=100, help="frames per condition")
+    p.add_argument("--score-threshold", type=float, default=0.05)
+    p.add_argument("--json", type=Path, default=None, help="write the results here (default ENGINE/demo_eval.json)")
+    a = p.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    res = evaluate(a.engine, a.frames, a.score_threshold, log)
+    print(markdown_table(res))
+    out = a.json or (a.engine / "demo_eval.json")
+    out.write_text(json.dumps(res, indent=1))
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
