@@ -6,7 +6,7 @@ SHARED ?= ../shared/testdata
 OUT ?= out
 ENGINE ?= $(OUT)/engine_yolox_nano
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo demo-shared test lint typecheck bench clean
 
 $(VENV)/.installed: setup.py setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,23 @@ $(VENV)/.installed: setup.py setup.cfg
 
 install: $(VENV)/.installed
 
-# The main job: build the dual-precision engine (once) and replay the roadside bag through the
-# pipeline in auto mode under a fog ramp; prints where the report and summary are.
+DEMO_MODEL := dpa_perception/demo/assets/demo_detector.onnx
+DEMO_ENGINE := $(OUT)/engine_demo
+
+# The main job, self-contained (no ../shared, nothing downloaded): build the dual-precision engine
+# from the shipped demo detector (calibrated on rendered frames), render a 3-camera demo bag with a
+# clear -> fog -> rain -> night timeline, replay it through the node's pipeline in auto mode.
 demo: install
-	@test -d $(SHARED) || { echo "make demo: $(SHARED) not found (the shared test data)"; exit 2; }
+	@test -d $(OUT)/demo_calib || $(VENV)/bin/dpa-demo-bag $(OUT)/demo_calib --cameras 1 --seconds 8 --fps 4 --seed 7 --quiet
+	@test -f $(DEMO_ENGINE)/manifest.json || $(VENV)/bin/dpa-build $(DEMO_MODEL) --calib $(OUT)/demo_calib \
+		--out $(DEMO_ENGINE) --force
+	@test -d $(OUT)/demo_bag || $(VENV)/bin/dpa-demo-bag $(OUT)/demo_bag --cameras 3 --seconds 40 --fps 10
+	$(VENV)/bin/dpa-replay $(OUT)/demo_bag --engine $(DEMO_ENGINE) --out $(OUT)/demo_replay --mode auto
+	@echo "demo report: $(OUT)/demo_replay/report.png (summary: $(OUT)/demo_replay/summary.json)"
+
+# The same pipeline on the real roadside bag of the shared test data, under a fog ramp.
+demo-shared: install
+	@test -d $(SHARED) || { echo "make demo-shared: $(SHARED) not found (the shared test data)"; exit 2; }
 	@test -f $(ENGINE)/manifest.json || $(VENV)/bin/dpa-build $(SHARED)/models/yolox_nano.onnx \
 		--calib $(SHARED)/images --out $(ENGINE)
 	$(VENV)/bin/dpa-replay $(SHARED)/bags/uadetrac_roadside_compressed_sqlite3 --engine $(ENGINE) \

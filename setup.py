@@ -48,6 +48,8 @@ setup(
             "dpa-detect = dpa_perception.tools.detect:main",
             "dpa-bench = dpa_perception.tools.bench:main",
             "dpa-replay = dpa_perception.tools.replay:main",
+            "dpa-demo-bag = dpa_perception.demo.make_bag:main",
+            "dpa-eval = dpa_perception.demo.evaluate:main",
             "dpa_perception_node = dpa_perception.ros.node:main",
         ],
     },
