@@ -89,6 +89,15 @@ def iter_images(paths: Sequence[Path], topics: Sequence[str] | None = None) -> I
         reader.close()
 
 
+def time_span(paths: Sequence[Path]) -> tuple[int, int]:
+    """First and last recording time (ns) over the bags, from their metadata."""
+    reader = _open(paths)
+    try:
+        return int(reader.start_time), int(reader.end_time)
+    finally:
+        reader.close()
+
+
 def count_images(paths: Sequence[Path], topics: Sequence[str] | None = None) -> int:
     reader = _open(paths)
     try:

@@ -23,7 +23,7 @@ from dpa_perception.core.pipeline import FrameResult, Pipeline, PipelineConfig
 from dpa_perception.core.topics import detection_topic
 from dpa_perception.core.types import PRECISION_MODES
 from dpa_perception.core.weather import WeatherSpec, parse_weather
-from dpa_perception.tools.bag_io import BagImage, count_images, image_topics, iter_images, select_topics
+from dpa_perception.tools.bag_io import BagImage, count_images, image_topics, iter_images, select_topics, time_span
 from dpa_perception.tools.bag_writer import DetectionBagWriter
 from dpa_perception.tools.cli_common import add_engine_args, ort_options, run_cli
 from dpa_perception.tools.report import write_report
@@ -104,9 +104,6 @@ def run_replay(
     diag = DiagnosticsBuilder(latency_error_after_s=5.0, degraded_threshold=config.enter_high_threshold)
     result = ReplayResult()
     lock = threading.Lock()
-    first_log: int | None = None
-    last_log = 0
-    span_ns = 1
 
     def on_result(r: FrameResult) -> None:
         m: Meta = r.meta
@@ -123,11 +120,7 @@ def run_replay(
                 writer.write_detections(out_topics[m.topic], max(clock(), m.log_ns), m.header_stamp_ns, m.frame_id,
                                         r.detections)
 
-    # first pass for the bag's time span (weather ramps are positioned in it)
-    for msg in iter_images(bags, chosen):
-        first_log = msg.log_time_ns if first_log is None else first_log
-        last_log = msg.log_time_ns
-    assert first_log is not None
+    first_log, last_log = time_span(bags)  # weather ramps are positioned in the bag's time span
     span_ns = max(1, last_log - first_log)
     next_diag = first_log + NS
     bar = tqdm(total=total, desc="replay", unit="frame", disable=not progress, file=sys.stderr)
