@@ -14,6 +14,7 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+from fakes import MS, FakeClock
 
 from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.governor import GovernorConfig, LatencyModel, PrecisionGovernor
@@ -21,23 +22,7 @@ from dpa_perception.core.pipeline import FrameResult, Pipeline, PipelineConfig
 from dpa_perception.core.types import BatchResult, Detections, StageTiming
 from dpa_perception.core.visibility import VisibilityReport
 
-MS = 1_000_000
-
-
 # ---------------------------------------------------------------------------- fakes
-
-
-class FakeClock:
-    """Nanoseconds that only move when told to (by the test or by the fake engine)."""
-
-    def __init__(self, start_ns: int = 1_000_000 * MS):
-        self.t = start_ns
-
-    def __call__(self) -> int:
-        return self.t
-
-    def advance_ms(self, ms: float) -> None:
-        self.t += round(ms * MS)
 
 
 class FakeEngine:

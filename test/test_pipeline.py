@@ -14,25 +14,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fakes import MS, FakeClock
 
 from dpa_perception.core.engine import DualModeEngine
 from dpa_perception.core.pipeline import FrameResult, Pipeline, PipelineConfig, RollingStats
 from dpa_perception.core.types import BatchResult, Detections, StageTiming
 from dpa_perception.core.visibility import VisibilityReport
 
-MS = 1_000_000
 TIMING_KEYS = {"queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "e2e"}
-
-
-class FakeClock:
-    def __init__(self, start_ns: int = 1_700_000_000 * 1_000_000_000):
-        self.t = start_ns
-
-    def __call__(self) -> int:
-        return self.t
-
-    def advance_ms(self, ms: float) -> None:
-        self.t += round(ms * MS)
 
 
 class FakeEngine:
