@@ -185,7 +185,8 @@ def run_replay(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(out / "report.png", frames, config.latency_budget_ms,
                  f"dpa-replay {', '.join(b.name for b in bags)} ({pace}, mode {config.precision_mode}"
-                 f"{', weather ' + str(weather) if weather else ''})")
+                 f"{', weather ' + str(weather) if weather else ''})",
+                 thresholds=(config.enter_high_threshold, config.leave_high_threshold))
     return summary
 
 

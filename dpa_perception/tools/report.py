@@ -8,8 +8,14 @@ from typing import Any
 import numpy as np
 
 
-def write_report(path: Path, frames: list[dict[str, Any]], budget_ms: float, title: str) -> None:
-    """Four panels over bag time: end-to-end latency with the budget, mode, visibility, detections."""
+def write_report(
+    path: Path, frames: list[dict[str, Any]], budget_ms: float, title: str,
+    thresholds: tuple[float, float] | None = None,
+) -> None:
+    """Four panels over bag time: end-to-end latency with the budget, mode, visibility, detections.
+
+    ``thresholds``: the governor's (enter, leave) visibility thresholds, drawn on the visibility panel.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +38,7 @@ def write_report(path: Path, frames: list[dict[str, Any]], budget_ms: float, tit
         td = [(f["stamp_ns"] - t0) / 1e9 for f in drop]
         ax.plot(td, [budget_ms * 1.05] * len(td), "x", color="k", ms=5, label=f"dropped ({len(drop)})")
     ax.set_ylabel("end-to-end ms")
-    ax.legend(loc="upper left", fontsize=7, ncol=min(4, len(cams) + 2))
+    ax.legend(loc="best", fontsize=7, ncol=min(4, len(cams) + 2))
     e2e = np.array([f["e2e_ms"] for f in proc]) if proc else np.zeros(1)
     ax.set_title(f"{title}\n{len(proc)} processed, {len(drop)} dropped, p50 {np.percentile(e2e, 50):.0f} ms, "
                  f"p99 {np.percentile(e2e, 99):.0f} ms")
@@ -45,7 +51,15 @@ def write_report(path: Path, frames: list[dict[str, Any]], budget_ms: float, tit
     ax = axes[2]
     vis = np.array([f["visibility"]["score"] if f.get("visibility") else np.nan for f in proc])
     ax.plot(t, vis, ".", ms=3, color="#555")
-    ax.set_ylim(0, 1)
+    if thresholds is not None:
+        ax.axhline(thresholds[0], color="#d62728", ls="--", lw=1, label=f"enter high {thresholds[0]:g}")
+        ax.axhline(thresholds[1], color="#1f77b4", ls=":", lw=1, label=f"leave high {thresholds[1]:g}")
+        ax.legend(loc="upper left", fontsize=7)
+    labels = [f["visibility"]["label"] if f.get("visibility") else None for f in proc]
+    for i in range(1, len(labels)):  # annotate where the estimated condition changes
+        if labels[i] != labels[i - 1] and labels[i] is not None:
+            ax.annotate(labels[i], (t[i], vis[i]), textcoords="offset points", xytext=(0, 6), fontsize=7)
+    ax.set_ylim(0, 1.1)
     ax.set_ylabel("visibility\ndegradation")
     ax = axes[3]
     ax.bar(t, [f["detections"] for f in proc], width=max(0.02, (t.max() - t.min()) / max(len(t), 1) * 0.8 if len(t) else 0.1))
