@@ -50,15 +50,14 @@ def write_report(
     ax.set_ylabel("mode")
     ax = axes[2]
     vis = np.array([f["visibility"]["score"] if f.get("visibility") else np.nan for f in proc])
-    ax.plot(t, vis, ".", ms=3, color="#555")
+    labels = np.array([f["visibility"]["label"] if f.get("visibility") else "" for f in proc])
+    for i, label in enumerate(sorted(set(labels) - {""})):  # colour by the estimated condition
+        sel = labels == label
+        ax.plot(t[sel], vis[sel], ".", ms=3, color=f"C{i}", label=label)
     if thresholds is not None:
         ax.axhline(thresholds[0], color="#d62728", ls="--", lw=1, label=f"enter high {thresholds[0]:g}")
         ax.axhline(thresholds[1], color="#1f77b4", ls=":", lw=1, label=f"leave high {thresholds[1]:g}")
-        ax.legend(loc="upper left", fontsize=7)
-    labels = [f["visibility"]["label"] if f.get("visibility") else None for f in proc]
-    for i in range(1, len(labels)):  # annotate where the estimated condition changes
-        if labels[i] != labels[i - 1] and labels[i] is not None:
-            ax.annotate(labels[i], (t[i], vis[i]), textcoords="offset points", xytext=(0, 6), fontsize=7)
+    ax.legend(loc="best", fontsize=7, ncol=4)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("visibility\ndegradation")
     ax = axes[3]
