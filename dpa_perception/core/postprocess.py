@@ -35,7 +35,7 @@ class DecodeConfig:
 
 
 @lru_cache(maxsize=16)
-def _yolox_grid(hw: tuple[int, int], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def yolox_grid(hw: tuple[int, int], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Grid offsets (A, 2) and per-row stride (A, 1) for a YOLOX output on a canvas of size ``hw``."""
     grids, ss = [], []
     for s in strides:
@@ -50,7 +50,7 @@ def _candidates_yolox(
     out: np.ndarray, spec: ModelSpec, hw: tuple[int, int], thr: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One frame's YOLOX rows ``[x, y, w, h, obj, cls...]`` -> xyxy canvas boxes, scores, classes."""
-    grid, stride = _yolox_grid(hw, spec.strides)
+    grid, stride = yolox_grid(hw, spec.strides)
     if out.shape[0] != grid.shape[0]:
         raise ConfigError(f"YOLOX output has {out.shape[0]} rows, expected {grid.shape[0]} for canvas {hw}")
     rows = np.nonzero(out[:, 4] > thr)[0]  # score = obj * cls <= obj

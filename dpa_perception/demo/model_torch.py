@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from dpa_perception.core.postprocess import yolox_grid
+
 STRIDES = (8, 16, 32)
 
 
@@ -92,14 +94,12 @@ class ExportWrapper(nn.Module):
 
 
 def grids(hw: tuple[int, int], device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grid offsets (A, 2) and strides (A, 1) in the same row order as the model output."""
-    gs, ss = [], []
-    for s in STRIDES:
-        gh, gw = hw[0] // s, hw[1] // s
-        ys, xs = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
-        gs.append(torch.stack((xs, ys), -1).reshape(-1, 2))
-        ss.append(torch.full((gh * gw, 1), s))
-    return torch.cat(gs).float().to(device), torch.cat(ss).float().to(device)
+    """Grid offsets (A, 2) and strides (A, 1) in the same row order as the model output.
+
+    The very grid the package's YOLOX decoder uses, so training and inference cannot disagree.
+    """
+    grid, stride = yolox_grid(hw, STRIDES)
+    return torch.tensor(grid, device=device), torch.tensor(stride, device=device)  # copies: the grid is cached
 
 
 def count_parameters(model: nn.Module) -> int:
