@@ -231,7 +231,7 @@ def test_camera_states_waiting_stale_and_error_only() -> None:
 def test_stats_keys_and_values() -> None:
     p, clock, _ = make(min_dwell_frames=0)
     empty = p.stats()
-    assert set(empty) == {"cameras", "precision", "latency", "visibility"}
+    assert set(empty) == {"cameras", "worker", "precision", "latency", "visibility"}
     assert empty["latency"]["e2e_ms"] == {"p50": None, "p95": None, "p99": None}
     assert empty["visibility"]["degradation"] is None
     start = clock()
@@ -444,3 +444,32 @@ def test_real_engine_cameras_batch_and_hold_their_own_mode(real_engine: DualMode
     modes = {(r.camera, r.mode) for r in out}
     assert modes == {("/clear/image_raw", "int8"), ("/fog/image_raw", "high"), ("/night/image_raw", "high")}
     assert p.stats()["precision"]["frames_per_mode"] == {"int8": 2, "high": 4}
+
+
+def test_worker_survives_an_engine_failure_and_reports_it() -> None:
+    engine = FakeEngine(None)
+    real_infer = engine.infer
+    calls = {"n": 0}
+
+    def flaky(frames, mode, input_shape="square"):  # the first batch fails, the rest work
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("device lost")
+        return real_infer(frames, mode, input_shape)
+
+    engine.infer = flaky  # type: ignore[method-assign]
+    p = Pipeline(engine, PipelineConfig(), clock_ns=time.monotonic_ns)
+    got: list = []
+    p.start(got.append)
+    try:
+        p.submit("cam", frame(0.1), time.monotonic_ns())
+        deadline = time.monotonic() + 5.0
+        while p.stats()["worker"]["errors"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        p.submit("cam", frame(0.1), time.monotonic_ns())
+        while not any(r.status == "processed" for r in got) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        p.stop()
+    assert p.stats()["worker"] == {"errors": 1, "last_error": "RuntimeError: device lost"}
+    assert any(r.status == "processed" for r in got)

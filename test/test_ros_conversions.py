@@ -383,3 +383,13 @@ def test_prefix_follows_the_node_name_and_fmt() -> None:
     assert all(r.name.startswith("det_east: ") for r in recs)
     assert fmt(None) == "n/a" and fmt(float("inf")) == "n/a" and fmt(True) == "true" and fmt(3) == "3"
     assert fmt(2.345, 2) == "2.35" or fmt(2.345, 2) == "2.34"
+
+
+def test_engine_status_warns_after_worker_errors() -> None:
+    engine = {"backend": "onnxruntime", "model_sha256": "ab" * 32, "variants": {"int8": {"placement": "cpu"},
+                                                                              "high": {"placement": "cpu"}}}
+    b = DiagnosticsBuilder()
+    ok = b.engine(engine, {"errors": 0, "last_error": ""})
+    assert ok.level == OK and ok.value("worker_errors") == "0"
+    bad = b.engine(engine, {"errors": 2, "last_error": "ValueError: boom"})
+    assert bad.level == WARN and "boom" in bad.message and bad.value("last_worker_error") == "ValueError: boom"

@@ -93,7 +93,7 @@ class DiagnosticsBuilder:
         """All statuses. ``now_s`` is on the pipeline clock (the node clock); ``active``: lifecycle state."""
         out = [self.camera(cam, s, active) for cam, s in (stats.get("cameras") or {}).items()]
         if engine is not None:
-            out.append(self.engine(engine))
+            out.append(self.engine(engine, stats.get("worker")))
         out.append(self.precision(stats.get("precision") or {}))
         out.append(self.latency(stats.get("latency") or {}, now_s))
         out.append(self.visibility(stats.get("visibility") or {}))
@@ -125,7 +125,7 @@ class DiagnosticsBuilder:
             return StatusRecord(name, WARN, f"stale: newest frame is {fmt(age, 0)} ms old", values)
         return StatusRecord(name, OK, f"{fmt(rate)} Hz, stamp age {fmt(age, 0)} ms", values)
 
-    def engine(self, d: Mapping[str, Any]) -> StatusRecord:
+    def engine(self, d: Mapping[str, Any], worker: Mapping[str, Any] | None = None) -> StatusRecord:
         variants = d.get("variants") or {}
         values = [("backend", fmt(d.get("backend"))), ("model_sha256", fmt(d.get("model_sha256")))]
         if d.get("family") is not None:
@@ -141,7 +141,14 @@ class DiagnosticsBuilder:
                 if k not in ("placement", "backend") and isinstance(val, (str, int, float, bool)):
                     values.append((f"{mode}_{k}", fmt(val, 3)))
             parts.append(f"{mode} on {place}")
-        return StatusRecord(f"{self.prefix}: engine", OK, f"{d.get('backend', '?')}: {', '.join(parts)}", values)
+        message = f"{d.get('backend', '?')}: {', '.join(parts)}"
+        errors = int((worker or {}).get("errors") or 0)
+        values.append(("worker_errors", str(errors)))
+        if errors:  # a batch failed inside the worker; it keeps serving, but someone should look
+            last = str((worker or {}).get("last_error", ""))
+            values.append(("last_worker_error", last))
+            return StatusRecord(f"{self.prefix}: engine", WARN, f"{message}; {errors} failed batch(es): {last}", values)
+        return StatusRecord(f"{self.prefix}: engine", OK, message, values)
 
     def precision(self, p: Mapping[str, Any]) -> StatusRecord:
         frames = p.get("frames_per_mode") or {}

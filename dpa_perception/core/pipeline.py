@@ -398,6 +398,7 @@ class Pipeline:
             worst = max(vis_reports, key=lambda v: v.degradation, default=None)
             return {
                 "cameras": cams,
+                "worker": {"errors": self.worker_errors, "last_error": self.last_worker_error},
                 "precision": {"mode": s.last_mode, "reason": s.last_reason, "setting": cfg.precision_mode,
                               "frames_per_mode": dict(s.frames_per_mode), "switches": s.switches},
                 "latency": {
