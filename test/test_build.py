@@ -63,6 +63,8 @@ def test_bad_options(testdata: Path, tmp_path: Path) -> None:
         build_engine_dir(model, images, out, method="median", progress=False, log=_quiet)
     with pytest.raises(ConfigError):
         build_engine_dir(model, images, out, max_error=1.5, progress=False, log=_quiet)
+    with pytest.raises(ConfigError, match="--plan"):
+        build_engine_dir(model, images, out, plan="fastest", progress=False, log=_quiet)
     assert not out.exists()
 
 

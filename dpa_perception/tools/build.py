@@ -40,6 +40,8 @@ from dpa_perception.tools.quantize import (
 )
 
 Log = Callable[[str], None]
+# Ways to choose the layers kept in high precision (see build_engine_dir); "auto" tries both.
+PLANS = ("sensitivity", "prefix")
 
 
 def _stderr(msg: str) -> None:
@@ -245,6 +247,7 @@ def build_engine_dir(
     calib_frames: int = 32,
     topics: Sequence[str] | None = None,
     bench_runs: int = 20,
+    plan: str = "auto",
     force: bool = False,
     progress: bool = True,
     log: Log = _stderr,
@@ -252,6 +255,8 @@ def build_engine_dir(
     """Build ``out_dir`` from ``model_path``; returns the manifest. See ``dpa-build --help``."""
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"--calibration must be one of {', '.join(CALIBRATION_METHODS)}")
+    if plan not in ("auto", *PLANS):
+        raise ConfigError(f"--plan must be auto or one of {', '.join(PLANS)}")
     if not 0.0 <= max_error <= 1.0:
         raise ConfigError("--max-error must be within [0, 1]")
     if out_dir.exists() and not force:
@@ -327,7 +332,7 @@ def build_engine_dir(
             return {n for n in all_nodes if position[n] < limit}
 
         plans: dict[str, dict[str, Any]] = {}
-        for strategy in ("sensitivity", "prefix"):
+        for strategy in PLANS if plan == "auto" else (plan,):
             with tqdm(desc=f"{strategy} plan search", disable=not progress, file=sys.stderr) as bar:
 
                 def error_with(k: int, strategy: str = strategy, bar: Any = bar) -> float:
@@ -479,6 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-error", type=float, default=0.05, help="1-F1 of INT8 against high precision allowed (plan search)")
     p.add_argument("--max-kept-fraction", type=float, default=0.5, help="cap on layers kept in high precision")
     p.add_argument("--bench-runs", type=int, default=20, help="timed runs per variant")
+    p.add_argument("--plan", default="auto", choices=("auto", *PLANS),
+                   help="high-precision layers: most sensitive ones, a contiguous prefix, or auto (the faster "
+                        "of the two that meets --max-error, timed here; force one when building for another target)")
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
                    help="tensorrt: also build TensorRT engines from the folder (run on the target)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -491,7 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return trt_main([str(a.out)])
         build_engine_dir(a.model, a.calib, a.out, max_error=a.max_error, max_kept_fraction=a.max_kept_fraction,
                          method=a.calibration, percentile=a.percentile, calib_frames=a.calib_frames,
-                         topics=a.topics, bench_runs=a.bench_runs, force=a.force, progress=not a.no_progress)
+                         topics=a.topics, bench_runs=a.bench_runs, plan=a.plan, force=a.force,
+                         progress=not a.no_progress)
         if a.backend == "tensorrt":
             from dpa_perception.tools.tensorrt_build import main as trt_main
 
