@@ -100,7 +100,6 @@ class CameraPolicy:
     def __init__(self) -> None:
         self.poor = False
         self.since_switch = 10**9
-        self.last_mode: Mode | None = None
 
     def wanted(self, degradation: float, cfg: GovernorConfig) -> tuple[Mode, str]:
         self.since_switch += 1
@@ -169,5 +168,4 @@ class PrecisionGovernor:
             else:
                 pred = self.model.predict("int8", batch)
             d = Decision(mode, reason, pred)
-        policy.last_mode = d.mode
         return d

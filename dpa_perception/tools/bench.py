@@ -17,7 +17,7 @@ from dpa_perception.core.types import MODES
 from dpa_perception.tools.cli_common import add_engine_args, ort_options, run_cli
 
 
-def _frames(images: Path | None, batch: int, hw: tuple[int, int]) -> list[np.ndarray]:
+def _frames(images: Path | None, batch: int) -> list[np.ndarray]:
     if images is None:
         rng = np.random.default_rng(0)  # a synthetic 960x540 frame when no images are given
         return [rng.integers(0, 255, (540, 960, 3), dtype=np.uint8) for _ in range(batch)]
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         engine = DualModeEngine(a.engine, backend=a.backend, ort_options=ort_options(a), max_batch=max(a.batch, 1))
-        frames = _frames(a.images, a.batch, engine.spec.input_hw)
+        frames = _frames(a.images, a.batch)
         policies = [a.input_shape]
         if a.compare_shapes:
             policies += [s for s in ("square", "rect") if s != a.input_shape and engine.supports(s)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from dpa_perception.backends.onnxruntime_backend import OrtOptions
@@ -35,6 +35,3 @@ def run_cli(prog: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-def argv_or_sys(argv: Sequence[str] | None) -> list[str] | None:
-    return list(argv) if argv is not None else None
