@@ -149,35 +149,21 @@ def test_yaml_description_overrides_family(testdata: Path, tmp_path: Path) -> No
     assert spec.channel_order == "bgr" and spec.letterbox == "top_left"
 
 
-def test_description_with_unknown_family(testdata: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("description", "error", "match"),
+    [
+        ("family: ssd\n", UnknownFamilyError, "ssd"),
+        ("family: yolox\nletterbox: bottom_right\n", ModelError, "letterbox"),
+        ("family: yolox\nstrides: [8, 16]\n", ModelError, "strides"),
+        ("- just\n- a list\n", ModelError, "det.yaml"),
+    ],
+    ids=["unknown-family", "bad-letterbox", "wrong-strides", "not-a-mapping"],
+)
+def test_bad_description_file(testdata: Path, tmp_path: Path, description: str, error: type, match: str) -> None:
     dst = tmp_path / "det.onnx"
     shutil.copy(testdata / "models" / YOLOX, dst)
-    dst.with_suffix(".yaml").write_text("family: ssd\n")
-    with pytest.raises(UnknownFamilyError):
-        detect_spec(dst)
-
-
-def test_description_with_bad_setting(testdata: Path, tmp_path: Path) -> None:
-    dst = tmp_path / "det.onnx"
-    shutil.copy(testdata / "models" / YOLOX, dst)
-    dst.with_suffix(".yaml").write_text("family: yolox\nletterbox: bottom_right\n")
-    with pytest.raises(ModelError, match="letterbox"):
-        detect_spec(dst)
-
-
-def test_description_wrong_strides_for_yolox(testdata: Path, tmp_path: Path) -> None:
-    dst = tmp_path / "det.onnx"
-    shutil.copy(testdata / "models" / YOLOX, dst)
-    dst.with_suffix(".yaml").write_text("family: yolox\nstrides: [8, 16]\n")
-    with pytest.raises(ModelError, match="strides"):
-        detect_spec(dst)
-
-
-def test_description_not_a_mapping(testdata: Path, tmp_path: Path) -> None:
-    dst = tmp_path / "det.onnx"
-    shutil.copy(testdata / "models" / YOLOX, dst)
-    dst.with_suffix(".yaml").write_text("- just\n- a list\n")
-    with pytest.raises(ModelError, match="det.yaml"):
+    dst.with_suffix(".yaml").write_text(description)
+    with pytest.raises(error, match=match):
         detect_spec(dst)
 
 

@@ -211,6 +211,10 @@ def detect_spec(model_path: Path, model: onnx.ModelProto | None = None) -> Model
     a, b = out_dims[1], out_dims[2]
     if family is None and isinstance(a, int) and isinstance(b, int):
         family = "yolox" if b < a else "yolov8"
+    if family is not None and family not in FAMILIES and desc_path is not None:
+        raise UnknownFamilyError(
+            f"{desc_path}: unknown model family {family!r} (known: {', '.join(FAMILIES)})"
+        )
     if family not in FAMILIES:
         raise UnknownFamilyError(
             f"{model_path}: cannot tell the model family (output {out_dims}); add a description "
