@@ -34,3 +34,14 @@ def yolox_engine_dir(testdata: Path, tmp_path_factory: pytest.TempPathFactory) -
     build_engine_dir(testdata / "models" / "yolox_nano.onnx", testdata / "images", out, progress=False,
                      bench_runs=5, log=lambda _msg: None)  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="module")
+def warm_yolox_engine(yolox_engine_dir: Path):
+    """A DualModeEngine on the shared YOLOX-Nano folder, warmed up (one per test module)."""
+    from dpa_perception.core.engine import DualModeEngine
+
+    engine = DualModeEngine(yolox_engine_dir)
+    engine.warmup(3)
+    yield engine
+    engine.close()

@@ -389,14 +389,6 @@ IMAGES = {
 
 
 @pytest.fixture(scope="module")
-def real_engine(yolox_engine_dir: Path):
-    engine = DualModeEngine(yolox_engine_dir)
-    engine.warmup(3)
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="module")
 def real_images(testdata: Path) -> dict[str, np.ndarray]:
     out = {}
     for k, name in IMAGES.items():
@@ -406,11 +398,11 @@ def real_images(testdata: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def test_real_engine_auto_mode_follows_real_visibility(real_engine: DualModeEngine,
+def test_real_engine_auto_mode_follows_real_visibility(warm_yolox_engine: DualModeEngine,
                                                        real_images: dict[str, np.ndarray]) -> None:
     clock = FakeClock()
     # a generous budget: this test is about visibility, not about the speed of this machine
-    p = Pipeline(real_engine, PipelineConfig(min_dwell_frames=0, latency_budget_ms=5_000.0), clock_ns=clock)
+    p = Pipeline(warm_yolox_engine, PipelineConfig(min_dwell_frames=0, latency_budget_ms=5_000.0), clock_ns=clock)
     seq = ["clear", "fog", "night", "clear", "clear", "fog"]
     got = []
     for k in seq:
@@ -431,10 +423,10 @@ def test_real_engine_auto_mode_follows_real_visibility(real_engine: DualModeEngi
     assert set(got[0].timing_ms) == TIMING_KEYS and got[0].timing_ms["inference"] > 0
 
 
-def test_real_engine_cameras_batch_and_hold_their_own_mode(real_engine: DualModeEngine,
+def test_real_engine_cameras_batch_and_hold_their_own_mode(warm_yolox_engine: DualModeEngine,
                                                           real_images: dict[str, np.ndarray]) -> None:
     clock = FakeClock()
-    p = Pipeline(real_engine, PipelineConfig(min_dwell_frames=0, latency_budget_ms=5_000.0), clock_ns=clock)
+    p = Pipeline(warm_yolox_engine, PipelineConfig(min_dwell_frames=0, latency_budget_ms=5_000.0), clock_ns=clock)
     out: list[FrameResult] = []
     for _ in range(2):
         clock.advance_ms(200)

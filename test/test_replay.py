@@ -73,14 +73,6 @@ def roadside(testdata: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engine(yolox_engine_dir: Path):
-    e = DualModeEngine(yolox_engine_dir)
-    e.warmup(3)
-    yield e
-    e.close()
-
-
-@pytest.fixture(scope="module")
 def input_frames(roadside: Path) -> list[tuple[str, int, str]]:
     return [(m.topic, m.stamp_ns, m.frame_id) for m in iter_images([roadside])]
 
@@ -194,8 +186,8 @@ def test_diagnostics_about_once_per_bag_second(auto_run: Path, input_frames: lis
 # ---------------------------------------------------------------------------- weather and modes
 
 
-def test_fog_ramp_moves_auto_from_int8_to_high(engine: DualModeEngine, roadside: Path, tmp_path: Path) -> None:
-    s = replay(engine, roadside, tmp_path, weather=parse_weather("fog-ramp"))
+def test_fog_ramp_moves_auto_from_int8_to_high(warm_yolox_engine: DualModeEngine, roadside: Path, tmp_path: Path) -> None:
+    s = replay(warm_yolox_engine, roadside, tmp_path, weather=parse_weather("fog-ramp"))
     proc = processed(read_frames(tmp_path))
     assert len(proc) >= 40
     q = len(proc) // 4
@@ -206,8 +198,8 @@ def test_fog_ramp_moves_auto_from_int8_to_high(engine: DualModeEngine, roadside:
     assert s["visibility"]["max"] > s["visibility"]["mean"] > 0.3
 
 
-def test_forced_high_mode(engine: DualModeEngine, roadside: Path, tmp_path: Path) -> None:
-    s = replay(engine, roadside, tmp_path, mode="high")
+def test_forced_high_mode(warm_yolox_engine: DualModeEngine, roadside: Path, tmp_path: Path) -> None:
+    s = replay(warm_yolox_engine, roadside, tmp_path, mode="high")
     proc = processed(read_frames(tmp_path))
     assert len(proc) >= 40
     assert {(f["mode"], f["reason"]) for f in proc} == {("high", "forced")}
@@ -228,16 +220,16 @@ def test_cli_forced_int8_mode(roadside: Path, yolox_engine_dir: Path, tmp_path: 
 # ---------------------------------------------------------------------------- other bags
 
 
-def test_tiny_bag_from_real_rosbag2(engine: DualModeEngine, testdata: Path, tmp_path: Path) -> None:
+def test_tiny_bag_from_real_rosbag2(warm_yolox_engine: DualModeEngine, testdata: Path, tmp_path: Path) -> None:
     bag = testdata / "bags" / "ros2bag_tools_images"
-    s = replay(engine, bag, tmp_path)
+    s = replay(warm_yolox_engine, bag, tmp_path)
     frames = read_frames(tmp_path)
     assert len(frames) == 3 == s["frames_in"]
     assert all(f["topic"] == "/image" for f in frames)
     assert all(f["status"] in ("processed", "rejected", "dropped") for f in frames)
 
 
-def test_corrupt_jpeg_frame_is_rejected_others_processed(engine: DualModeEngine, testdata: Path,
+def test_corrupt_jpeg_frame_is_rejected_others_processed(warm_yolox_engine: DualModeEngine, testdata: Path,
                                                          tmp_path: Path) -> None:
     jpeg = (testdata / "images" / "uadetrac_MVI_20011_img00001.jpg").read_bytes()
     t0 = 1_700_000_000 * NS
@@ -245,7 +237,7 @@ def test_corrupt_jpeg_frame_is_rejected_others_processed(engine: DualModeEngine,
     payloads = [jpeg, jpeg, jpeg[: len(jpeg) // 2], jpeg]
     bag = write_bag(tmp_path / "corrupt_mcap", "/cam/image_raw/compressed", "sensor_msgs/msg/CompressedImage",
                     [(t, compressed_msg(t, p)) for t, p in zip(stamps, payloads)])
-    s = replay(engine, bag, tmp_path / "out")
+    s = replay(warm_yolox_engine, bag, tmp_path / "out")
     frames = {f["stamp_ns"]: f for f in read_frames(tmp_path / "out")}
     assert sorted(frames) == stamps
     bad = frames[stamps[2]]
@@ -259,7 +251,7 @@ def test_corrupt_jpeg_frame_is_rejected_others_processed(engine: DualModeEngine,
     assert len(dets) == 3
 
 
-def test_sqlite3_bag_written_by_rosbags(engine: DualModeEngine, testdata: Path, tmp_path: Path) -> None:
+def test_sqlite3_bag_written_by_rosbags(warm_yolox_engine: DualModeEngine, testdata: Path, tmp_path: Path) -> None:
     jpeg = (testdata / "images" / "rtts_fog_SJZ_Bing_492.png").read_bytes()
     ok, enc = cv2.imencode(".jpg", cv2.imread(str(testdata / "images" / "rtts_fog_SJZ_Bing_492.png")))
     assert ok and jpeg
@@ -267,7 +259,7 @@ def test_sqlite3_bag_written_by_rosbags(engine: DualModeEngine, testdata: Path, 
     msgs = [(t0 + i * 100_000_000, compressed_msg(t0 + i * 100_000_000, enc.tobytes(), "fog_cam")) for i in range(3)]
     bag = write_bag(tmp_path / "fog_sqlite3", "/fog/image_raw/compressed", "sensor_msgs/msg/CompressedImage", msgs,
                     mcap=False)
-    s = replay(engine, bag, tmp_path / "out")
+    s = replay(warm_yolox_engine, bag, tmp_path / "out")
     assert s["frames_processed"] == 3
     dets = read_bag(tmp_path / "out" / "detections")["/fog/detections"]
     assert [m.header.frame_id for _, m in dets] == ["fog_cam"] * 3
@@ -276,9 +268,9 @@ def test_sqlite3_bag_written_by_rosbags(engine: DualModeEngine, testdata: Path, 
 # ---------------------------------------------------------------------------- errors
 
 
-def test_unknown_topic_lists_the_bag_topics(engine: DualModeEngine, roadside: Path, tmp_path: Path) -> None:
+def test_unknown_topic_lists_the_bag_topics(warm_yolox_engine: DualModeEngine, roadside: Path, tmp_path: Path) -> None:
     with pytest.raises(BagError) as exc:
-        replay(engine, roadside, tmp_path, topics=["/front/image_raw"])
+        replay(warm_yolox_engine, roadside, tmp_path, topics=["/front/image_raw"])
     assert "/front/image_raw" in str(exc.value) and TOPIC in str(exc.value)
 
 
