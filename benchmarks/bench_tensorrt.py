@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dpa_perception.backends.base import Placement
-from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
+from dpa_perception.backends.tensorrt_backend import load_tensorrt_session, runtime_logger
 from dpa_perception.backends.tensorrt_key import import_tensorrt, probe_machine
 from dpa_perception.core.errors import DpaError
 from dpa_perception.tools.tensorrt_build import build_tensorrt_engines
@@ -95,10 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     a = p.parse_args(argv)
     batches = sorted({int(b) for b in a.batches.split(",") if b.strip()})
+    if not batches or batches[0] < 1:
+        print("bench_tensorrt: --batches needs positive batch sizes", file=sys.stderr)
+        return 2
+    try:
+        model = json.loads((a.engine_dir / "manifest.json").read_text())["model"]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"bench_tensorrt: cannot read {a.engine_dir}/manifest.json: {exc}", file=sys.stderr)
+        return 2
+    if not model.get("dynamic_batch", True) and batches != [1]:
+        # a fixed-batch model gets batch-1 engines and runs frames one by one
+        print(f"bench_tensorrt: the model's batch is static; measuring batch 1 only (not {batches})", file=sys.stderr)
+        batches = [1]
     try:
         trt = import_tensorrt()
         machine = probe_machine(trt)
-        num_dla = int(trt.Builder(trt.Logger(trt.Logger.WARNING)).num_DLA_cores)
+        num_dla = int(getattr(trt.Builder(runtime_logger(trt)), "num_DLA_cores", 0) or 0)
     except DpaError as exc:
         print(f"bench_tensorrt: {exc}", file=sys.stderr)
         return 2

@@ -93,6 +93,7 @@ class FakeTRT(types.ModuleType):
         self.num_dla = num_dla
         self.fail_onnx = fail_onnx
         self.builds: list[dict] = []
+        self.runtime_loggers: list = []
         trt = self
 
         class Severity:
@@ -117,8 +118,11 @@ class FakeTRT(types.ModuleType):
         self.Logger = Logger
 
         class Cache:
+            """A cache file starting with b"foreign" stands for one made by another TensorRT/GPU."""
+
             def __init__(self, data: bytes):
-                self.entries = json.loads(data.decode()) if data else []
+                self.foreign = data.startswith(b"foreign")
+                self.entries = [] if self.foreign or not data else json.loads(data.decode())
 
             def serialize(self):
                 return json.dumps(self.entries).encode()
@@ -188,6 +192,8 @@ class FakeTRT(types.ModuleType):
                 return Cache(bytes(data))
 
             def set_timing_cache(self, cache, ignore_mismatch):
+                if cache.foreign and not ignore_mismatch:
+                    return False
                 self.cache = cache
                 return True
 
@@ -258,6 +264,7 @@ class FakeTRT(types.ModuleType):
 
         class Runtime:
             def __init__(self, logger):
+                trt.runtime_loggers.append(logger)
                 self.DLA_core = -1
                 self.num_DLA_cores = trt.num_dla
 
@@ -710,7 +717,7 @@ class _FakeContext:
         return True
 
 
-def _fake_session(profile: ShapeProfile, placement: Placement):
+def _fake_session(profile: ShapeProfile, placement: Placement, **engine_attrs):
     trt = FakeTRT()
     trt.nptype = lambda t: np.float32
     memory = _FakeMemory()
@@ -722,6 +729,9 @@ def _fake_session(profile: ShapeProfile, placement: Placement):
         get_tensor_dtype=lambda n: "FLOAT",
         create_execution_context=lambda: ctx,
     )
+    vars(engine).update(engine_attrs)
+    if "nptype" in engine_attrs:
+        trt.nptype = engine_attrs["nptype"]
     key = EngineKey("m", "s", "high", "fp16", "10.3.0", "8.7", placement.dla_core, "images", profile)
     sess = TensorRTSession(trt=trt, runtime=object(), engine=engine, placement=placement, key=key,
                            engine_path=Path("high_x.engine"), entry={"layers": {"on_dla": 0, "on_gpu": 3}},
@@ -752,6 +762,87 @@ def test_trt_session_runs_caches_buffers_and_pads_static_batches():
     out = dsess.run(x[:1])
     assert out.shape == (1, 2) and out[0, 1] == 4 and dctx.shape == (4, 3, 8, 8)
     np.testing.assert_allclose(out[0, 0], x[0].sum())
+
+
+def test_trt_session_refuses_io_types_without_numpy_equivalent():
+    def nptype(t):  # what tensorrt.nptype does for BF16 / FP8 / INT4
+        raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+
+    with pytest.raises(BackendError, match="no numpy equivalent"):
+        _fake_session(make_profile([8, 8], max_batch=4), GPU, nptype=nptype)
+
+
+def test_trt_session_checks_the_engine_profile_against_its_key():
+    prof = make_profile([8, 8], max_batch=4)
+    same = lambda name, i: [prof.min, prof.opt, prof.max]  # noqa: E731
+    sess, _, _ = _fake_session(prof, GPU, get_tensor_profile_shape=same)
+    assert sess.run(np.zeros((1, 3, 8, 8), np.float32)).shape == (1, 2)
+    other = lambda name, i: [(1, 3, 8, 8), (2, 3, 8, 8), (2, 3, 8, 8)]  # noqa: E731
+    with pytest.raises(BackendError, match=r"input profile \[1, 3, 8, 8\] .. \[2, 3, 8, 8\].*rebuild"):
+        _fake_session(prof, GPU, get_tensor_profile_shape=other)
+
+
+def test_tensorrt_sessions_share_one_runtime_logger(build_dir, monkeypatch):
+    from dpa_perception.backends import tensorrt_backend
+
+    engine_dir, manifest = build_dir
+    manifest["tensorrt"], _ = _build(FakeTRT("10.3.0"), engine_dir, manifest, {})
+    monkeypatch.setattr(tensorrt_backend, "TensorRTSession", lambda **kw: kw)  # stop after deserializing
+    trt = FakeTRT("10.3.0")
+    for variant in ("int8", "high"):
+        got = load_tensorrt_session(engine_dir, manifest, variant, GPU, max_batch=4, trt_module=trt,
+                                    machine=MachineInfo("10.3.0", "8.7"), memory=_FakeMemory())
+        assert got["engine"].record["source"] in ("int8_trt.onnx", "high.onnx")
+    # TensorRT keeps the first logger for the process: every Runtime gets that same one
+    assert len(trt.runtime_loggers) == 2 and trt.runtime_loggers[0] is trt.runtime_loggers[1]
+    assert tensorrt_backend.runtime_logger(trt) is trt.runtime_loggers[0]
+
+
+def test_tensorrt_build_replaces_foreign_or_corrupt_timing_cache(build_dir):
+    engine_dir, manifest = build_dir
+    cache_file = engine_dir / "timing.cache"
+    for stale, said in ((b"foreign cache of TensorRT 8.6", "another TensorRT version or GPU"),
+                        (b"\x00garbage", "is unreadable")):
+        cache_file.write_bytes(stale)
+        trt = FakeTRT("10.3.0")
+        _section, msgs = _build(trt, engine_dir, manifest, {})
+        assert any(said in m for m in msgs), msgs
+        assert trt.builds[0]["cache_entries_before"] == 0
+        # the saved cache is this machine's: both builds' entries, not the stale bytes
+        assert json.loads(cache_file.read_bytes()) == ["int8_trt.onnx", "high.onnx"]
+
+
+def test_tensorrt_static_batch_model_gets_batch1_engines(build_dir):
+    engine_dir, manifest = build_dir
+    manifest["model"]["dynamic_batch"] = False  # dpa-build could not make the batch symbolic
+    trt = FakeTRT("10.3.0", num_dla=2)
+    section, msgs = _build(trt, engine_dir, manifest, {"int8": DLA0, "high": GPU}, max_batch=4, opt_batch=2)
+    assert any("batch dimension is static" in m for m in msgs)
+    assert section["max_batch"] == section["opt_batch"] == 1
+    assert [b["profile"][3] for b in trt.builds] == [[1, 3, 32, 32], [1, 3, 32, 32]]
+    manifest["tensorrt"] = json.loads(json.dumps(section))
+    # the node (max_batch 4, frames run one by one for such a model) accepts the batch-1 engines
+    for variant, place in (("int8", DLA0), ("high", GPU)):
+        want = expected_key(manifest, variant, place, max_batch=4, machine=MACHINE,
+                            features_trt=fake_trt_namespace("10.3.0"))
+        check_engine_entry(engine_dir, manifest["tensorrt"]["engines"][variant], want, rebuild_hint="x")
+
+
+def test_tensorrt_build_logger_never_raises_into_tensorrt():
+    from dpa_perception.tools.tensorrt_build import _make_logger
+
+    trt = FakeTRT()
+    sink: list[str] = []
+
+    def broken(_msg):
+        raise BrokenPipeError("stderr closed")
+
+    logger = _make_logger(trt, broken, sink)
+    sev = trt.ILogger.Severity
+    logger.log(sev.ERROR, "Error Code 4: boom")  # must not raise
+    logger.log(sev.VERBOSE, "tactic timing noise")
+    logger.log(sev.INFO, "layer x is not supported on DLA, falling back to GPU")
+    assert sink == ["Error Code 4: boom", "layer x is not supported on DLA, falling back to GPU"]
 
 
 def test_tensorrt_backend_imports_without_tensorrt_or_cuda():

@@ -86,6 +86,11 @@ def built(trt, onnx_dir) -> tuple[Path, dict]:
     return onnx_dir, manifest
 
 
+def _need_dynamic_batch(manifest: dict) -> None:
+    if not manifest["model"].get("dynamic_batch", True):
+        pytest.skip("the model's batch is static: its engines are batch-1 only")
+
+
 def _batch(testdata: Path, hw: tuple[int, int], n: int) -> np.ndarray:
     """YOLOX pre-processing: BGR 0..255, resized keeping aspect, pasted top-left on 114."""
     import cv2
@@ -117,6 +122,7 @@ def test_tensorrt_gpu_both_variants_match_onnxruntime(built, testdata):
     from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
 
     engine_dir, manifest = built
+    _need_dynamic_batch(manifest)
     hw = tuple(manifest["model"]["input_hw"])
     x = _batch(testdata, hw, MAX_BATCH)
     # high (FP16) against the FP32 original; int8 against ONNX Runtime on the very same Q/DQ file
@@ -141,6 +147,7 @@ def test_tensorrt_gpu_batch_sizes_rect_shapes_and_limits(built, testdata):
     from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
 
     engine_dir, manifest = built
+    _need_dynamic_batch(manifest)
     hw = tuple(manifest["model"]["input_hw"])
     sess = load_tensorrt_session(engine_dir, manifest, "high", GPU, max_batch=MAX_BATCH)
     try:
@@ -164,6 +171,7 @@ def test_tensorrt_gpu_refuses_foreign_or_corrupt_engines(built, tmp_path):
     from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
 
     engine_dir, manifest = built
+    _need_dynamic_batch(manifest)
     copy = tmp_path / "copy"
     shutil.copytree(engine_dir, copy)
     m = json.loads(json.dumps(manifest))
@@ -184,10 +192,10 @@ def test_tensorrt_gpu_refuses_foreign_or_corrupt_engines(built, tmp_path):
 
 
 def test_tensorrt_gpu_dla_placement_reports_layers(trt, onnx_dir, tmp_path, testdata):
-    from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
+    from dpa_perception.backends.tensorrt_backend import load_tensorrt_session, runtime_logger
     from dpa_perception.tools.tensorrt_build import build_tensorrt_engines
 
-    if int(trt.Builder(trt.Logger(trt.Logger.WARNING)).num_DLA_cores) < 1:
+    if int(trt.Builder(runtime_logger(trt)).num_DLA_cores) < 1:
         pytest.skip("no DLA on this machine (Jetson AGX Orin has two)")
     d = tmp_path / "dla"
     shutil.copytree(onnx_dir, d, ignore=shutil.ignore_patterns("*.engine"))

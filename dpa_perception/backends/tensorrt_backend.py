@@ -42,6 +42,22 @@ from dpa_perception.core.errors import BackendError
 
 MAX_CACHED_SHAPES = 16
 
+# One trt.Logger per tensorrt module, shared by every session: TensorRT keeps the first logger it
+# was given for the whole process and reports "The logger passed into createInferRuntime differs
+# from one already provided" for each further Runtime built with another one.
+_RUNTIME_LOGGERS: dict[int, tuple[Any, Any]] = {}
+_LOGGER_LOCK = threading.Lock()
+
+
+def runtime_logger(trt: Any) -> Any:
+    """The process-wide ``trt.Logger(WARNING)`` used for every session's ``trt.Runtime``."""
+    with _LOGGER_LOCK:
+        held = _RUNTIME_LOGGERS.get(id(trt))
+        if held is None or held[0] is not trt:
+            held = (trt, trt.Logger(trt.Logger.WARNING))
+            _RUNTIME_LOGGERS[id(trt)] = held
+        return held[1]
+
 # --------------------------------------------------------------------------------------------
 # Pure helpers (tested on CPU)
 # --------------------------------------------------------------------------------------------
@@ -301,7 +317,16 @@ class TensorRTSession:
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            self._io.append(_IOTensor(name, is_input, np.dtype(trt.nptype(engine.get_tensor_dtype(name)))))
+            trt_dtype = engine.get_tensor_dtype(name)
+            try:
+                # trt.nptype raises TypeError for types without a numpy equivalent (BF16, FP8, INT4)
+                dtype = np.dtype(trt.nptype(trt_dtype))
+            except (TypeError, KeyError, ValueError) as exc:
+                raise BackendError(
+                    f"engine {engine_path.name}: I/O tensor {name!r} has type {trt_dtype}, which has no "
+                    "numpy equivalent; rebuild it from an ONNX with FP32 (or FP16) inputs and outputs"
+                ) from exc
+            self._io.append(_IOTensor(name, is_input, dtype))
         inputs = [t for t in self._io if t.is_input]
         outputs = [t for t in self._io if not t.is_input]
         if len(inputs) != 1 or not outputs:
@@ -317,6 +342,7 @@ class TensorRTSession:
                 f"engine {engine_path.name} input is {self.input_name!r}, the manifest says "
                 f"{key.input_name!r}: rebuild the engines"
             )
+        self._check_engine_profile(engine, engine_path)
         self._context = engine.create_execution_context()
         if self._context is None:
             raise BackendError(f"could not create an execution context for {engine_path.name} (out of GPU memory?)")
@@ -342,7 +368,8 @@ class TensorRTSession:
                         raise BackendError(f"TensorRT refused input shape {list(shape)}")
                     self._shape_set = shape
                 for name, ptr in bufs.device.items():
-                    self._context.set_tensor_address(name, ptr)
+                    if self._context.set_tensor_address(name, ptr) is False:
+                        raise BackendError(f"TensorRT refused the device address of tensor {name!r}")
                 self._bound_shape = shape
             np.copyto(bufs.host_in[: host.nbytes], host.view(np.uint8).reshape(-1))
             self._memory.h2d(bufs.device[self.input_name], bufs.host_in[: host.nbytes], self._stream)
@@ -387,6 +414,23 @@ class TensorRTSession:
             self._engine = None
             self._runtime = None
             self._memory.close()
+
+    def _check_engine_profile(self, engine: Any, engine_path: Path) -> None:
+        """Refuse an engine whose own optimisation profile 0 differs from its manifest key (the
+        session pads and checks shapes against the key, TensorRT against the engine)."""
+        getter = getattr(engine, "get_tensor_profile_shape", None)
+        if not callable(getter):
+            return
+        try:
+            mn, _opt, mx = (tuple(int(d) for d in s) for s in getter(self.input_name, 0))
+        except (TypeError, ValueError, RuntimeError):
+            return  # not readable on this TensorRT: the key (checked by digest and sha256) rules
+        want = self.key.profile
+        if (mn, mx) != (want.min, want.max):
+            raise BackendError(
+                f"engine {engine_path.name} has input profile {list(mn)} .. {list(mx)}, its manifest "
+                f"key says {want.describe()}: rebuild the engines"
+            )
 
     # -- buffers ------------------------------------------------------------------------------
 
@@ -445,10 +489,14 @@ def expected_key(
         model_sha = str(model["sha256"])
     except (KeyError, TypeError, ValueError) as exc:
         raise BackendError(f"manifest lacks {exc} needed to check TensorRT engines") from exc
+    dynamic_batch = bool(model.get("dynamic_batch", True))
+    # A model whose batch dimension is static runs frames one by one (DualModeEngine), and its
+    # engines are built for batch 1 whatever --max-batch says (tensorrt_build), so the node's
+    # max_batch does not apply to it.
     profile = make_profile(
         input_hw,
-        max_batch=max_batch,
-        dynamic_batch=bool(model.get("dynamic_batch", True)),
+        max_batch=max_batch if dynamic_batch else min(max_batch, 1),
+        dynamic_batch=dynamic_batch,
         dynamic_hw=bool(model.get("dynamic_hw", False)),
         placement=placement,
     )
@@ -494,8 +542,7 @@ def load_tensorrt_session(
     if memory is None:
         memory = select_device_memory()
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    runtime = trt.Runtime(logger)
+    runtime = trt.Runtime(runtime_logger(trt))
     if placement.device == "dla":
         num = int(getattr(runtime, "num_DLA_cores", 0) or 0)
         if placement.dla_core >= num:

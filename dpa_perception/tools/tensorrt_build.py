@@ -317,20 +317,43 @@ def _log_fn(log: Any) -> LogFn:
 
 
 def _make_logger(trt: Any, log: LogFn, sink: list[str]) -> Any:
-    """A trt.ILogger that keeps every message (for fallback parsing) and forwards warnings+."""
+    """A trt.ILogger that keeps messages down to INFO (for fallback parsing) and forwards
+    warnings and errors. TensorRT calls it from C++: it must never raise."""
     sev = trt.ILogger.Severity
     loud = {sev.INTERNAL_ERROR, sev.ERROR, sev.WARNING}
+    verbose = getattr(sev, "VERBOSE", None)
 
     class _Logger(trt.ILogger):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 
         def log(self, severity: Any, msg: str) -> None:
-            sink.append(str(msg))
-            if severity in loud:
-                log(f"[TensorRT] {msg}")
+            try:
+                if severity != verbose:
+                    sink.append(str(msg))
+                if severity in loud:
+                    log(f"[TensorRT] {msg}")
+            except Exception:  # an exception must not cross into TensorRT
+                pass
 
     return _Logger()
+
+
+def _load_timing_cache(config: Any, data: bytes, say: LogFn, where: Any) -> Any:
+    """An ITimingCache holding ``data``, or an empty one when ``data`` is empty, unreadable or
+    was made by another TensorRT version / GPU (``set_timing_cache`` refuses it). An empty cache
+    replaces a foreign one, so the file saved after the build is this machine's, not the stale one."""
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+            usable = cache is not None and bool(config.set_timing_cache(cache, False))
+        except Exception as exc:  # corrupt file: TensorRT raises, start afresh
+            say(f"timing cache {where} is unreadable ({exc}); starting an empty one")
+        else:
+            if usable:
+                return cache
+            say(f"timing cache {where} was made by another TensorRT version or GPU; starting an empty one")
+    return config.create_timing_cache(b"")
 
 
 def _flag_bits(enum: Any, names: Iterable[str]) -> int:
@@ -413,6 +436,11 @@ def build_tensorrt_engines(
         raise ManifestError(f"{engine_dir}/manifest.json: model entry lacks {exc}") from exc
     dynamic_batch = bool(model.get("dynamic_batch", True))
     dynamic_hw = bool(model.get("dynamic_hw", False))
+    if not dynamic_batch and max_batch > 1:
+        # dpa-build keeps a fixed batch of 1 when the model's batch cannot be made symbolic, and
+        # the node then runs frames one by one: build batch-1 engines instead of refusing.
+        say(f"the model's batch dimension is static: building batch-1 engines (max batch {max_batch} ignored)")
+        max_batch, opt_batch = 1, None
 
     messages: list[str] = []
     logger = _make_logger(trt, say, messages)
@@ -430,7 +458,7 @@ def build_tensorrt_engines(
     if timing_cache is not None and Path(timing_cache).is_file():
         cache_bytes = Path(timing_cache).read_bytes()
         say(f"loaded timing cache {timing_cache} ({len(cache_bytes)} bytes)")
-    cache = probe_config.create_timing_cache(cache_bytes)
+    cache = _load_timing_cache(probe_config, cache_bytes, say, timing_cache)
 
     built: list[_Built] = []
     try:
