@@ -46,6 +46,24 @@ def test_labels_inside_image_and_non_degenerate() -> None:
     assert {0, 1, 2} <= seen
 
 
+def test_two_wheeler_oversampling_adds_bicycles_and_motorcycles_only() -> None:
+    base = [sample(seed) for seed in range(20)]
+    same = [sample(seed, two_wheelers=1.0) for seed in range(20)]
+    more = [sample(seed, two_wheelers=2.0) for seed in range(20)]
+    for (a_img, a_lab, a_w, _), (b_img, b_lab, b_w, _) in zip(base, same):  # 1.0: the scene's own mix, unchanged
+        assert a_w == b_w and np.array_equal(a_img, b_img) and np.array_equal(a_lab.boxes, b_lab.boxes)
+
+    def count(frames, cls: int) -> int:
+        return sum(int((lab.class_ids == cls).sum()) for _, lab, _, _ in frames)
+
+    for cls in (COCO_IDS["bicycle"], COCO_IDS["motorcycle"]):
+        assert count(more, cls) >= 1.5 * count(base, cls) > 0
+    for seed in range(5):  # the vehicles are placed before the two-wheelers: the very same ones
+        a = [(o.kind, o.lane_x, o.z0) for o in Scene(seed).objects if o.kind in ("car", "van", "truck", "bus")]
+        b = [(o.kind, o.lane_x, o.z0) for o in Scene(seed, two_wheelers=2.0).objects if o.kind in ("car", "van", "truck", "bus")]
+        assert a == b and a
+
+
 def _single(kind: str, cls: int, size, heading: float, z: float, x: float = -1.75) -> Scene:
     obj = Obj(kind, cls, x, z, 0.0, heading, size, (40, 40, 200), (90, 120, 170), 0.0, (4.0, 70.0))
     scene = Scene(5, objects=[obj], noise=False)

@@ -42,6 +42,20 @@ def test_assignment_gives_every_box_an_anchor() -> None:
     assert set(idx[idx >= 0].tolist()) == {0, 1, 2}
 
 
+def test_assignment_gives_a_small_box_the_cells_around_its_centre() -> None:
+    from dpa_perception.demo.model_torch import grids
+    from dpa_perception.demo.train import assign, spec_for
+
+    grid, stride = grids(spec_for().input_hw)
+    gt = torch.tensor([[101.0, 61.0, 107.0, 70.0, 1]])  # 6x9 px, centre (104, 65.5): inside one stride-8 cell
+    idx = assign(gt, grid, stride)
+    pos = (idx == 0).nonzero()[:, 0]
+    assert (stride[pos, 0] == 8).all()  # only the level whose size range holds it
+    centres = (grid[pos] + 0.5) * 8
+    assert 4 <= len(pos) <= 9  # 2x2 to 3x3 cells, not a single one
+    assert ((centres - torch.tensor([104.0, 65.5])).abs() <= 8.0).all()
+
+
 def test_export_decodes_with_the_package_adapter(tmp_path: Path) -> None:
     import onnxruntime as ort
 

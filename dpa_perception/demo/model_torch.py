@@ -35,7 +35,7 @@ class Block(nn.Module):
 
 
 class DemoDetector(nn.Module):
-    def __init__(self, num_classes: int = 6, width: tuple[int, ...] = (16, 32, 48, 80, 112), neck: int = 48):
+    def __init__(self, num_classes: int = 6, width: tuple[int, ...] = (12, 24, 48, 96, 128), neck: int = 40):
         super().__init__()
         w0, w1, w2, w3, w4 = width
         self.num_classes = num_classes

@@ -135,7 +135,7 @@ class Labels:
 class Scene:
     """One camera's scene: layout, camera and traffic drawn from ``seed``; ``frame(t)`` renders it."""
 
-    def __init__(self, seed: int, width: int = 640, height: int = 360, *, density: float = 1.0,
+    def __init__(self, seed: int, width: int = 640, height: int = 360, *, density: float = 1.0, two_wheelers: float = 1.0,
                  camera: Camera | None = None, noise: bool = True, objects: list[Obj] | None = None):
         self.seed = int(seed)
         rng = np.random.default_rng(self.seed)
@@ -154,12 +154,12 @@ class Scene:
         self._rng_bg = np.random.default_rng(self.seed + 7)
         self.lamps = [(side * float(rng.uniform(8.5, 9.5)), z) for side in (-1, 1)
                       for z in np.arange(float(rng.uniform(4, 14)), self.z_far, float(rng.uniform(14, 22)))]
-        self.objects = objects if objects is not None else self._traffic(rng, density)
+        self.objects = objects if objects is not None else self._traffic(rng, density, two_wheelers)
         self.background = self._background()
 
     # ------------------------------------------------------------------ layout
 
-    def _traffic(self, rng: np.random.Generator, density: float) -> list[Obj]:
+    def _traffic(self, rng: np.random.Generator, density: float, two_wheelers: float) -> list[Obj]:
         objs: list[Obj] = []
         span = (4.0, self.z_far)
 
@@ -219,11 +219,11 @@ class Scene:
                             float(rng.uniform(0, 6.28)), sp, cross, parent, rider_of))
             objs[-1].colour2 = _SKIN[int(rng.integers(len(_SKIN)))] if not rider_of else objs[-1].colour2
 
-        for _ in range(round(rng.integers(1, 4) * density)):
+        for _ in range(round(rng.integers(1, 4) * density * two_wheelers)):
             side = float(rng.choice([-1, 1]))
             two_wheeler("bicycle", side * float(rng.uniform(7.3, 7.9)), 0.0 if rng.random() < 0.5 else math.pi,
                         float(rng.uniform(*span)))
-        for _ in range(round(rng.integers(0, 3) * density)):
+        for _ in range(round(rng.integers(0, 3) * density * two_wheelers)):
             lane_x, heading = lanes[int(rng.integers(4))]
             two_wheeler("motorcycle", lane_x + float(rng.uniform(-0.8, 0.8)), heading, float(rng.uniform(*span)))
         if rng.random() < 0.5:
@@ -629,18 +629,20 @@ class Scene:
         return img, labels
 
 
-def sample(seed: int, weather: str | None = None, width: int = 640, height: int = 360
+def sample(seed: int, weather: str | None = None, width: int = 640, height: int = 360, *, two_wheelers: float = 1.0
            ) -> tuple[np.ndarray, Labels, str, float]:
     """One random frame: scene, time, weather and strength all drawn from ``seed``.
 
-    ``weather`` None draws clear 40 %, fog 20 %, rain 20 %, night 20 %.
+    ``weather`` None draws clear 40 %, fog 20 %, rain 20 %, night 20 %.  ``two_wheelers``
+    multiplies the number of bicycles and motorcycles on the road (the trainer oversamples these
+    rare classes; 1.0 is the scene's own mix, which evaluation keeps).
     """
     rng = np.random.default_rng([seed, 99])
     if weather is None:
         weather = str(rng.choice(["clear", "clear", "fog", "rain", "night"]))
     strength = {"clear": 0.0, "fog": float(rng.uniform(0.4, 0.9)), "rain": float(rng.uniform(0.4, 0.9)),
                 "night": float(rng.uniform(0.6, 1.0)), "glare": float(rng.uniform(0.3, 0.7))}[weather]
-    scene = Scene(seed, width, height, density=float(rng.uniform(0.6, 1.4)))
+    scene = Scene(seed, width, height, density=float(rng.uniform(0.6, 1.4)), two_wheelers=two_wheelers)
     img, labels = scene.frame(float(rng.uniform(0, 60)), weather, strength)
     return img, labels, weather, strength
 
