@@ -28,6 +28,7 @@ from dpa_perception.backends.base import Placement
 from dpa_perception.backends.tensorrt_key import (
     EngineKey,
     MachineInfo,
+    ManifestModel,
     ShapeProfile,
     check_engine_entry,
     detect_features,
@@ -480,28 +481,21 @@ def expected_key(
     features_trt: Any,
 ) -> EngineKey:
     """The key an engine must have to run ``variant`` on ``placement`` on this machine."""
-    model = manifest.get("model", {})
     plan = plan_variant(detect_features(features_trt), variant, placement)
     try:
         source_sha = str(manifest["variants"][plan.source]["sha256"])
-        input_name = str(model["input_name"])
-        input_hw = [int(v) for v in model["input_hw"]]
-        model_sha = str(model["sha256"])
+        model = ManifestModel.read(manifest.get("model", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise BackendError(f"manifest lacks {exc} needed to check TensorRT engines") from exc
-    dynamic_batch = bool(model.get("dynamic_batch", True))
-    # A model whose batch dimension is static runs frames one by one (DualModeEngine), and its
-    # engines are built for batch 1 whatever --max-batch says (tensorrt_build), so the node's
-    # max_batch does not apply to it.
     profile = make_profile(
-        input_hw,
-        max_batch=max_batch if dynamic_batch else min(max_batch, 1),
-        dynamic_batch=dynamic_batch,
-        dynamic_hw=bool(model.get("dynamic_hw", False)),
+        model.input_hw,
+        max_batch=model.engine_max_batch(max_batch),
+        dynamic_batch=model.dynamic_batch,
+        dynamic_hw=model.dynamic_hw,
         placement=placement,
     )
-    return EngineKey.for_plan(plan, machine, model_sha256=model_sha, source_sha256=source_sha, input_name=input_name,
-                              profile=profile)
+    return EngineKey.for_plan(plan, machine, model_sha256=model.sha256, source_sha256=source_sha,
+                              input_name=model.input_name, profile=profile)
 
 
 def load_tensorrt_session(

@@ -38,6 +38,7 @@ from dpa_perception.backends.tensorrt_key import (
     VARIANTS,
     EngineKey,
     MachineInfo,
+    ManifestModel,
     TrtFeatures,
     VariantPlan,
     detect_features,
@@ -429,16 +430,10 @@ def build_tensorrt_engines(
     if not isinstance(model, Mapping):
         raise ManifestError(f"{engine_dir}/manifest.json has no model description")
     try:
-        input_name = str(model["input_name"])
-        input_hw = [int(v) for v in model["input_hw"]]
-        model_sha = str(model["sha256"])
+        model_entry = ManifestModel.read(model)
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{engine_dir}/manifest.json: model entry lacks {exc}") from exc
-    dynamic_batch = bool(model.get("dynamic_batch", True))
-    dynamic_hw = bool(model.get("dynamic_hw", False))
-    if not dynamic_batch and max_batch > 1:
-        # dpa-build keeps a fixed batch of 1 when the model's batch cannot be made symbolic, and
-        # the node then runs frames one by one: build batch-1 engines instead of refusing.
+    if model_entry.engine_max_batch(max_batch) != max_batch:
         say(f"the model's batch dimension is static: building batch-1 engines (max batch {max_batch} ignored)")
         max_batch, opt_batch = 1, None
 
@@ -468,15 +463,15 @@ def build_tensorrt_engines(
             source_path, source_sha = _source_onnx(engine_dir, manifest, plan, say)
             onnx_path, onnx_sha = _build_input(engine_dir, source_path, plan, say)
             profile = make_profile(
-                input_hw,
+                model_entry.input_hw,
                 max_batch=max_batch,
                 opt_batch=opt_batch,
-                dynamic_batch=dynamic_batch,
-                dynamic_hw=dynamic_hw,
+                dynamic_batch=model_entry.dynamic_batch,
+                dynamic_hw=model_entry.dynamic_hw,
                 placement=plan.placement,
             )
-            key = EngineKey.for_plan(plan, machine, model_sha256=model_sha, source_sha256=source_sha,
-                                     input_name=input_name, profile=profile)
+            key = EngineKey.for_plan(plan, machine, model_sha256=model_entry.sha256, source_sha256=source_sha,
+                                     input_name=model_entry.input_name, profile=profile)
             built.append(
                 _build_one(trt, builder, logger, messages, cache, plan, key, onnx_path, engine_dir,
                            workspace_mib, say)
