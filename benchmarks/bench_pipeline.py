@@ -42,10 +42,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dpa_perception.backends.onnxruntime_backend import OrtOptions
-from dpa_perception.core.engine import DualModeEngine
+from dpa_perception.bags.reader import iter_images
 from dpa_perception.core.pipeline import PipelineConfig
-from dpa_perception.core.weather import WeatherSpec, parse_weather
-from dpa_perception.tools.bag_io import iter_images
+from dpa_perception.demo.weather import WeatherSpec, parse_weather
+from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.tools.replay import run_replay
 
 BAG = REPO.parent / "shared" / "testdata" / "bags" / "uadetrac_roadside_compressed_sqlite3"

@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dpa_perception.backends.base import Placement
-from dpa_perception.backends.tensorrt_backend import load_tensorrt_session, runtime_logger
-from dpa_perception.backends.tensorrt_key import import_tensorrt, probe_machine
+from dpa_perception.backends.tensorrt.builder import build_tensorrt_engines
+from dpa_perception.backends.tensorrt.key import import_tensorrt, probe_machine
+from dpa_perception.backends.tensorrt.session import load_tensorrt_session, runtime_logger
 from dpa_perception.core.errors import DpaError
-from dpa_perception.tools.tensorrt_build import build_tensorrt_engines
 
 IMAGES = REPO.parent / "shared" / "testdata" / "images"
 

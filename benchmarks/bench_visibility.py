@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dpa_perception.core.visibility import VisibilityEstimator
-from dpa_perception.core.weather import add_fog, add_glare, add_night, add_rain
+from dpa_perception.demo.weather import add_fog, add_glare, add_night, add_rain
 
 IMAGES = REPO.parent / "shared" / "testdata" / "images"
 UADETRAC = "uadetrac_MVI_20011_img00001.jpg"

@@ -39,7 +39,7 @@ def yolox_engine_dir(testdata: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def warm_yolox_engine(yolox_engine_dir: Path):
     """A DualModeEngine on the shared YOLOX-Nano folder, warmed up (one per test module)."""
-    from dpa_perception.core.engine import DualModeEngine
+    from dpa_perception.inference.engine import DualModeEngine
 
     engine = DualModeEngine(yolox_engine_dir)
     engine.warmup(3)

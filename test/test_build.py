@@ -12,11 +12,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from dpa_perception.build import sensitivity as sens
+from dpa_perception.build.quantize import make_dynamic, quantize_variant, upgrade_opset
 from dpa_perception.core.errors import ConfigError, DpaError, ModelError
 from dpa_perception.tools import build as build_mod
-from dpa_perception.tools import sensitivity as sens
 from dpa_perception.tools.build import build_engine_dir, load_frames, split_holdout
-from dpa_perception.tools.quantize import make_dynamic, quantize_variant, upgrade_opset
 
 YOLOX = "yolox_nano.onnx"
 

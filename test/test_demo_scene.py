@@ -109,8 +109,8 @@ def test_render_is_fast_enough() -> None:
 
 
 def test_make_bag_writes_a_readable_mcap(tmp_path: Path) -> None:
+    from dpa_perception.bags.reader import image_topics, iter_images
     from dpa_perception.demo.make_bag import main
-    from dpa_perception.tools.bag_io import image_topics, iter_images
 
     out = tmp_path / "bag"
     assert main([str(out), "--cameras", "1", "--seconds", "1", "--fps", "5", "--quiet"]) == 0
@@ -151,8 +151,8 @@ def test_shipped_model_matches_its_description() -> None:
 
 
 def test_shipped_model_detects_objects_with_the_engine(tmp_path: Path) -> None:
-    from dpa_perception.core.engine import DualModeEngine
     from dpa_perception.demo.evaluate import eval_frames, mean_ap
+    from dpa_perception.inference.engine import DualModeEngine
     from dpa_perception.tools.build import build_engine_dir
 
     model = ASSETS / "demo_detector.onnx"

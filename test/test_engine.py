@@ -15,12 +15,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from dpa_perception.core.engine import DualModeEngine
+from dpa_perception.build.metrics import Agreement, agreement, iou_matrix
 from dpa_perception.core.errors import ConfigError, ImageError, ManifestError
 from dpa_perception.core.manifest import load_manifest
-from dpa_perception.core.metrics import Agreement, agreement, iou_matrix
 from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.types import Detections
+from dpa_perception.inference.engine import DualModeEngine
 
 IMAGES = sorted(
     ["uadetrac_MVI_20011_img00001.jpg", "rtts_fog_SJZ_Bing_492.png", "bdd_hybridnets_2_night_dark.jpg",

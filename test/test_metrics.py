@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dpa_perception.core.metrics import Agreement, agreement, iou_matrix
+from dpa_perception.build.metrics import Agreement, agreement, iou_matrix
 from dpa_perception.core.types import Detections
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from fakes import MS, FakeClock
 
-from dpa_perception.core.engine import DualModeEngine
 from dpa_perception.core.pipeline import FrameResult, Pipeline, PipelineConfig, RollingStats
 from dpa_perception.core.types import BatchResult, Detections, StageTiming
 from dpa_perception.core.visibility import VisibilityReport
+from dpa_perception.inference.engine import DualModeEngine
 
 TIMING_KEYS = {"queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "e2e"}
 

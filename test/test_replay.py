@@ -10,12 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from dpa_perception.core.engine import DualModeEngine
+from dpa_perception.bags.reader import iter_images
 from dpa_perception.core.errors import BagError
 from dpa_perception.core.pipeline import PipelineConfig
 from dpa_perception.core.topics import detection_topic
-from dpa_perception.core.weather import parse_weather
-from dpa_perception.tools.bag_io import iter_images
+from dpa_perception.demo.weather import parse_weather
+from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.tools.replay import main, run_replay
 
 ROADSIDE = "uadetrac_roadside_compressed_sqlite3"

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 
 from dpa_perception.backends.base import Placement
-from dpa_perception.backends.tensorrt_backend import (
-    TensorRTSession,
-    engine_input_shape,
-    expected_key,
-    load_tensorrt_session,
-    nbytes_of,
-    pad_batch,
+from dpa_perception.backends.tensorrt.builder import (
+    FP16_ONNX_NAME,
+    build_tensorrt_engines,
+    convert_onnx_to_fp16,
+    parse_dla_fallback_messages,
+    placement_report,
+    summarize_inspector_json,
 )
-from dpa_perception.backends.tensorrt_key import (
+from dpa_perception.backends.tensorrt.key import (
     EngineKey,
     MachineInfo,
     ShapeProfile,
@@ -37,15 +37,15 @@ from dpa_perception.backends.tensorrt_key import (
     run_batch_size,
     validate_placements,
 )
-from dpa_perception.core.errors import BackendError, ConfigError
-from dpa_perception.tools.tensorrt_build import (
-    FP16_ONNX_NAME,
-    build_tensorrt_engines,
-    convert_onnx_to_fp16,
-    parse_dla_fallback_messages,
-    placement_report,
-    summarize_inspector_json,
+from dpa_perception.backends.tensorrt.session import (
+    TensorRTSession,
+    engine_input_shape,
+    expected_key,
+    load_tensorrt_session,
+    nbytes_of,
+    pad_batch,
 )
+from dpa_perception.core.errors import BackendError, ConfigError
 
 GPU = Placement("gpu")
 DLA0 = Placement("dla", 0, True)
@@ -783,7 +783,7 @@ def test_trt_session_checks_the_engine_profile_against_its_key():
 
 
 def test_tensorrt_sessions_share_one_runtime_logger(build_dir, monkeypatch):
-    from dpa_perception.backends import tensorrt_backend
+    from dpa_perception.backends.tensorrt import session as tensorrt_backend
 
     engine_dir, manifest = build_dir
     manifest["tensorrt"], _ = _build(FakeTRT("10.3.0"), engine_dir, manifest, {})
@@ -829,7 +829,7 @@ def test_tensorrt_static_batch_model_gets_batch1_engines(build_dir):
 
 
 def test_tensorrt_build_logger_never_raises_into_tensorrt():
-    from dpa_perception.tools.tensorrt_build import _make_logger
+    from dpa_perception.backends.tensorrt.builder import _make_logger
 
     trt = FakeTRT()
     sink: list[str] = []
@@ -849,7 +849,7 @@ def test_tensorrt_backend_imports_without_tensorrt_or_cuda():
     code = (
         "import sys; sys.modules['tensorrt'] = None; sys.modules['torch'] = None; "
         "sys.modules['cuda'] = None\n"
-        "import dpa_perception.backends.tensorrt_backend as b, dpa_perception.tools.tensorrt_build as t\n"
+        "import dpa_perception.backends.tensorrt.session as b, dpa_perception.backends.tensorrt.builder as t\n"
         "from dpa_perception.core.errors import BackendError\n"
         "try:\n    b.select_device_memory()\nexcept BackendError as e:\n    print('refused:', e)\n"
     )
@@ -858,7 +858,7 @@ def test_tensorrt_backend_imports_without_tensorrt_or_cuda():
 
 
 def test_tensorrt_cli_builds_and_records_the_section(build_dir, monkeypatch, capsys):
-    from dpa_perception.tools import tensorrt_build
+    from dpa_perception.backends.tensorrt import builder as tensorrt_build
 
     engine_dir, manifest = build_dir
     (engine_dir / "manifest.json").write_text(json.dumps(manifest))

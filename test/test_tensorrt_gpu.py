@@ -30,7 +30,7 @@ IMAGES = ("dog.jpg", "uadetrac_MVI_20011_img00001.jpg", "kitti_000008.png", "rtt
 
 def _require_tensorrt_and_cuda():
     pytest.importorskip("tensorrt", reason="TensorRT Python package not installed")
-    from dpa_perception.backends.tensorrt_key import (
+    from dpa_perception.backends.tensorrt.key import (
         current_compute_capability,
         import_tensorrt,
     )
@@ -42,7 +42,7 @@ def _require_tensorrt_and_cuda():
     if current_compute_capability() is None:
         pytest.skip("no CUDA device answered (cuda-python, libcuda, torch, nvidia-smi)")
     try:
-        from dpa_perception.backends.tensorrt_backend import select_device_memory
+        from dpa_perception.backends.tensorrt.session import select_device_memory
 
         select_device_memory().close()
     except BackendError as exc:
@@ -74,7 +74,7 @@ def onnx_dir(tmp_path_factory, testdata) -> Path:
 
 @pytest.fixture(scope="module")
 def built(trt, onnx_dir) -> tuple[Path, dict]:
-    from dpa_perception.tools.tensorrt_build import build_tensorrt_engines
+    from dpa_perception.backends.tensorrt.builder import build_tensorrt_engines
 
     manifest = json.loads((onnx_dir / "manifest.json").read_text())
     section = build_tensorrt_engines(
@@ -119,7 +119,7 @@ def _scores(out: np.ndarray) -> np.ndarray:
 
 
 def test_tensorrt_gpu_both_variants_match_onnxruntime(built, testdata):
-    from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
+    from dpa_perception.backends.tensorrt.session import load_tensorrt_session
 
     engine_dir, manifest = built
     _need_dynamic_batch(manifest)
@@ -144,7 +144,7 @@ def test_tensorrt_gpu_both_variants_match_onnxruntime(built, testdata):
 
 
 def test_tensorrt_gpu_batch_sizes_rect_shapes_and_limits(built, testdata):
-    from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
+    from dpa_perception.backends.tensorrt.session import load_tensorrt_session
 
     engine_dir, manifest = built
     _need_dynamic_batch(manifest)
@@ -168,7 +168,7 @@ def test_tensorrt_gpu_batch_sizes_rect_shapes_and_limits(built, testdata):
 
 
 def test_tensorrt_gpu_refuses_foreign_or_corrupt_engines(built, tmp_path):
-    from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
+    from dpa_perception.backends.tensorrt.session import load_tensorrt_session
 
     engine_dir, manifest = built
     _need_dynamic_batch(manifest)
@@ -177,7 +177,7 @@ def test_tensorrt_gpu_refuses_foreign_or_corrupt_engines(built, tmp_path):
     m = json.loads(json.dumps(manifest))
     entry = m["tensorrt"]["engines"]["high"]
     entry["key"]["trt_version"] = "0.0.1"
-    from dpa_perception.backends.tensorrt_key import EngineKey
+    from dpa_perception.backends.tensorrt.key import EngineKey
 
     entry["digest"] = EngineKey.from_dict(entry["key"]).digest()
     with pytest.raises(BackendError, match=r"was built for TensorRT 0\.0\.1 on compute capability"):
@@ -192,8 +192,8 @@ def test_tensorrt_gpu_refuses_foreign_or_corrupt_engines(built, tmp_path):
 
 
 def test_tensorrt_gpu_dla_placement_reports_layers(trt, onnx_dir, tmp_path, testdata):
-    from dpa_perception.backends.tensorrt_backend import load_tensorrt_session, runtime_logger
-    from dpa_perception.tools.tensorrt_build import build_tensorrt_engines
+    from dpa_perception.backends.tensorrt.builder import build_tensorrt_engines
+    from dpa_perception.backends.tensorrt.session import load_tensorrt_session, runtime_logger
 
     if int(trt.Builder(runtime_logger(trt)).num_DLA_cores) < 1:
         pytest.skip("no DLA on this machine (Jetson AGX Orin has two)")

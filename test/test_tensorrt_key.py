@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dpa_perception.backends.tensorrt_key import (
+from dpa_perception.backends.tensorrt.key import (
     EngineKey,
     ShapeProfile,
     check_engine_entry,
@@ -63,7 +63,7 @@ def test_tensorrt_key_digest_is_stable_across_processes_and_round_trip():
     assert len(k.digest()) == 12
     assert EngineKey.from_dict(json.loads(json.dumps(k.to_dict()))) == k
     code = (
-        "from dpa_perception.backends.tensorrt_key import EngineKey;import json,sys;"
+        "from dpa_perception.backends.tensorrt.key import EngineKey;import json,sys;"
         "print(EngineKey.from_dict(json.loads(sys.argv[1])).digest())"
     )
     out = subprocess.run(

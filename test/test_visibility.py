@@ -10,7 +10,7 @@ import pytest
 
 from dpa_perception.core.errors import ConfigError, ImageError
 from dpa_perception.core.visibility import LABELS, VisibilityConfig, VisibilityEstimator
-from dpa_perception.core.weather import add_fog, add_glare, add_night, add_rain
+from dpa_perception.demo.weather import add_fog, add_glare, add_night, add_rain
 
 CLEAR = ["uadetrac_MVI_20011_img00001.jpg", "kitti_000008.png", "nuscenes_n015_CAM_FRONT.jpg",
          "dog.jpg"]

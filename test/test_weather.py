@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dpa_perception.core.errors import ConfigError, ImageError
-from dpa_perception.core.weather import (
+from dpa_perception.demo.weather import (
     WeatherSpec,
     add_fog,
     add_glare,

@@ -7,7 +7,7 @@ condition score is a logistic function of one or two features,
 :class:`VisibilityConfig` is the feature value where that evidence is neutral and every
 ``*_scale`` how fast it saturates; tune them on site from ``VisibilityReport.features``.  The
 defaults were fitted on real degraded photos (RTTS fog, BDD100K night) as well as on
-:mod:`dpa_perception.core.weather` fog, since thresholds fitted on synthetic fog alone do not
+:mod:`dpa_perception.demo.weather` fog, since thresholds fitted on synthetic fog alone do not
 transfer to real fog.
 
 Features and what they catch:

@@ -101,10 +101,10 @@ def eval_frames(n: int, condition: str, strength: float | None = None):
 
 
 def evaluate(engine_dir: Path, frames: int = 100, score_threshold: float = 0.05, log=None) -> dict:
-    from dpa_perception.core.engine import DualModeEngine
     from dpa_perception.core.governor import GovernorConfig
     from dpa_perception.core.postprocess import DecodeConfig
     from dpa_perception.core.visibility import VisibilityEstimator
+    from dpa_perception.inference.engine import DualModeEngine
 
     engine = DualModeEngine(engine_dir, decode=DecodeConfig(score_threshold=score_threshold, nms_iou=0.5))
     num_classes = engine.spec.num_classes

@@ -51,7 +51,7 @@ def make_bag(out: Path, cameras: int = 3, seconds: float = 40.0, fps: float = 10
              jpeg_quality: int = 85, progress: bool = True) -> dict:
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from dpa_perception.tools.bag_writer import DETECTIONS_TYPE, DetectionBagWriter, typestore
+    from dpa_perception.bags.writer import DETECTIONS_TYPE, DetectionBagWriter, typestore
 
     if cameras < 1 or seconds <= 0 or fps <= 0:
         raise SystemExit("make_bag: --cameras, --seconds and --fps must be positive")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from dpa_perception.core import weather as wx
+from dpa_perception.demo import weather as wx
 
 COCO_IDS = {"person": 0, "bicycle": 1, "car": 2, "motorcycle": 3, "bus": 5, "truck": 7}
 DEMO_CLASSES = ("person", "bicycle", "car", "motorcycle", "bus", "truck")  # detector class order

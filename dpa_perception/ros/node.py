@@ -42,11 +42,11 @@ from std_msgs.msg import Bool, Float32, Header
 from dpa_perception.backends.onnxruntime_backend import OrtOptions
 from dpa_perception.core import node_params as P
 from dpa_perception.core.diagnostics import DiagnosticsBuilder, StatusRecord
-from dpa_perception.core.engine import DualModeEngine
 from dpa_perception.core.errors import ConfigError, DpaError
 from dpa_perception.core.image_codec import decode_compressed, decode_raw
 from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.topics import debug_image_topic, is_compressed
+from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.ros.conversions import (
     VisionTypes,
     annotate,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dpa_perception.core.engine import DualModeEngine
 from dpa_perception.core.image_codec import IMAGE_SUFFIXES, read_image
 from dpa_perception.core.types import MODES
+from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.tools.cli_common import add_engine_args, ort_options, run_cli
 
 

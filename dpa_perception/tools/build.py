@@ -22,22 +22,22 @@ from tqdm import tqdm
 from dpa_perception import __version__
 from dpa_perception.backends.base import Placement
 from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions
-from dpa_perception.core.errors import ConfigError, DpaError, ImageError
-from dpa_perception.core.image_codec import IMAGE_SUFFIXES, read_image
-from dpa_perception.core.manifest import FORMAT_VERSION, sha256_file, write_manifest
-from dpa_perception.core.metrics import Agreement, agreement
-from dpa_perception.core.model_spec import ModelSpec, anchors_for, detect_spec, load_onnx
-from dpa_perception.core.postprocess import DecodeConfig, anchor_scores, decode_batch
-from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
-from dpa_perception.core.types import Detections
-from dpa_perception.tools import sensitivity as sens
-from dpa_perception.tools.quantize import (
+from dpa_perception.build import sensitivity as sens
+from dpa_perception.build.metrics import Agreement, agreement
+from dpa_perception.build.quantize import (
     CALIBRATION_METHODS,
     FrameReader,
     make_dynamic,
     quantize_variant,
     upgrade_opset,
 )
+from dpa_perception.core.errors import ConfigError, DpaError, ImageError
+from dpa_perception.core.image_codec import IMAGE_SUFFIXES, read_image
+from dpa_perception.core.manifest import FORMAT_VERSION, sha256_file, write_manifest
+from dpa_perception.core.model_spec import ModelSpec, anchors_for, detect_spec, load_onnx
+from dpa_perception.core.postprocess import DecodeConfig, anchor_scores, decode_batch
+from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
+from dpa_perception.core.types import Detections
 
 Log = Callable[[str], None]
 # Ways to choose the layers kept in high precision (see build_engine_dir); "auto" tries both.
@@ -59,7 +59,7 @@ def load_frames(source: Path, limit: int, topics: Sequence[str] | None = None) -
             raise ConfigError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) for calibration")
         step = max(1, len(files) // limit)
         return [read_image(p) for p in files[::step][:limit]]
-    from dpa_perception.tools.bag_io import count_images, iter_images
+    from dpa_perception.bags.reader import count_images, iter_images
 
     total = count_images([source], topics)
     step = max(1, total // limit)
@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         if a.backend == "tensorrt" and (a.out / "manifest.json").is_file() and not a.force:
-            from dpa_perception.tools.tensorrt_build import main as trt_main
+            from dpa_perception.backends.tensorrt.builder import main as trt_main
 
             return trt_main([str(a.out)])
         build_engine_dir(a.model, a.calib, a.out, max_error=a.max_error, max_kept_fraction=a.max_kept_fraction,
@@ -502,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          topics=a.topics, bench_runs=a.bench_runs, plan=a.plan, force=a.force,
                          progress=not a.no_progress)
         if a.backend == "tensorrt":
-            from dpa_perception.tools.tensorrt_build import main as trt_main
+            from dpa_perception.backends.tensorrt.builder import main as trt_main
 
             return trt_main([str(a.out)])
     except DpaError as exc:

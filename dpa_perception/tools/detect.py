@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dpa_perception.core.engine import DualModeEngine
 from dpa_perception.core.image_codec import read_image
 from dpa_perception.core.postprocess import DecodeConfig
+from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.tools.cli_common import add_engine_args, ort_options, run_cli
 
 

@@ -16,17 +16,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dpa_perception.bags.reader import BagImage, count_images, image_topics, iter_images, select_topics, time_span
+from dpa_perception.bags.writer import DetectionBagWriter
 from dpa_perception.core.diagnostics import DiagnosticsBuilder
-from dpa_perception.core.engine import DualModeEngine
 from dpa_perception.core.errors import BagError, ConfigError, ImageError
 from dpa_perception.core.pipeline import FrameResult, Pipeline, PipelineConfig
 from dpa_perception.core.topics import detection_topic
 from dpa_perception.core.types import PRECISION_MODES
-from dpa_perception.core.weather import WeatherSpec, parse_weather
-from dpa_perception.tools.bag_io import BagImage, count_images, image_topics, iter_images, select_topics, time_span
-from dpa_perception.tools.bag_writer import DetectionBagWriter
+from dpa_perception.demo.weather import WeatherSpec, parse_weather
+from dpa_perception.inference.engine import DualModeEngine
+from dpa_perception.replay.report import write_report
 from dpa_perception.tools.cli_common import add_engine_args, ort_options, run_cli
-from dpa_perception.tools.report import write_report
 
 NS = 1_000_000_000
 STAMP_TRUST_NS = 10 * NS  # header stamps further than this from the recording time are not capture times

@@ -5,7 +5,7 @@
 the TensorRT version and the GPU they were built on, and to a DLA core.
 
 Precision plan (decided by feature detection, see
-:func:`dpa_perception.backends.tensorrt_key.plan_variant`):
+:func:`dpa_perception.backends.tensorrt.key.plan_variant`):
 
 * TensorRT 10.x: weakly typed networks. int8 <- ``int8_trt.onnx`` (explicit Q/DQ) with
   BuilderFlag.INT8 + FP16; high <- ``high.onnx`` with BuilderFlag.FP16.
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dpa_perception.backends.base import Placement
-from dpa_perception.backends.tensorrt_key import (
+from dpa_perception.backends.tensorrt.key import (
     VARIANTS,
     EngineKey,
     MachineInfo,
@@ -658,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     """Build the TensorRT engines of an existing engine folder and record them in its manifest."""
     import argparse
 
-    from dpa_perception.backends.tensorrt_key import parse_placement_plan
+    from dpa_perception.backends.tensorrt.key import parse_placement_plan
     from dpa_perception.core.errors import DpaError
     from dpa_perception.core.manifest import load_manifest, write_manifest
 

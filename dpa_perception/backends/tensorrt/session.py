@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dpa_perception.backends.base import Placement
-from dpa_perception.backends.tensorrt_key import (
+from dpa_perception.backends.tensorrt.key import (
     EngineKey,
     MachineInfo,
     ManifestModel,

@@ -54,7 +54,7 @@ def _open_session(
 ) -> BackendSession:
     if backend == "onnxruntime":
         return OnnxRuntimeSession(engine_dir / manifest["variants"][mode]["file"], placement, ort_options)
-    from dpa_perception.backends.tensorrt_backend import load_tensorrt_session
+    from dpa_perception.backends.tensorrt.session import load_tensorrt_session
 
     return load_tensorrt_session(engine_dir, manifest, mode, placement, max_batch=max_batch)
 
