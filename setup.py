@@ -5,6 +5,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "dpa_perception"
+TEST_REQUIRES = ["pytest>=7,<9.1"]
 
 setup(
     name=PACKAGE,
@@ -28,12 +29,17 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
     ],
+    # colcon picks pytest for `colcon test` from the "test" extra (colcon-core has_test_dependency).
+    # pytest < 9.1: pytest 9.2 breaks the launch_testing plugin of ROS 2 Humble and Jazzy
+    # (PluginValidationError on pytest_pycollect_makemodule); 7.4, 8.3 and 9.0 work.
     extras_require={
+        "test": TEST_REQUIRES,
         "dev": [
-            "pytest>=7",
+            *TEST_REQUIRES,
             "ruff>=0.5",
             "mypy>=1.10",
             "types-PyYAML",
+            "colcon-common-extensions",  # test/test_colcon.py: colcon build + colcon test on this package
         ],
         "tensorrt": ["tensorrt>=10"],
     },

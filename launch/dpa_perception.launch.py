@@ -7,9 +7,10 @@ Arguments:
   config        parameters YAML (default: the installed config/rsu_cpu.yaml)
   namespace     node namespace ('' = root); relative camera topics resolve inside it
   node_name     node name (default dpa_perception; also the prefix of its diagnostic names)
-  autostart     true: configure, and activate once 'inactive' is reached, via lifecycle events
+  autostart     true: configure, and activate when 'inactive' is first reached, via lifecycle events
                 (EmitEvent(ChangeState) + OnStateTransition; launch_ros' own `autostart` argument
-                exists only on Jazzy, so it is not used). false: the node waits unconfigured
+                exists only on Jazzy, so it is not used). It acts once: after a manual cleanup,
+                configure stops at inactive. false: the node waits unconfigured
                 (`ros2 lifecycle set /dpa_perception configure`).
   use_sim_time  true when replaying bags with --clock
 """
@@ -55,6 +56,8 @@ def generate_launch_description() -> LaunchDescription:
             target_lifecycle_node=node,
             start_state="configuring",
             goal_state="inactive",
+            # once: a later cleanup -> configure by hand must stop at inactive, not re-activate
+            handle_once=True,
             entities=[
                 EmitEvent(
                     event=ChangeState(

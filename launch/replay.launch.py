@@ -8,7 +8,8 @@ use_sim_time:=true, configured and activated through lifecycle events (dpa_perce
 The node's camera_topics must name the bag's image topics (remap or set them in the config).
 Diagnostics are stamped and timed on the node clock, so they advance with the bag.
 
-Arguments: bag (required), config, namespace, rate (playback rate), loop (true/false),
+Arguments: bag (required), config, namespace, rate (playback rate), loop (true/false), clock_hz
+(/clock rate, default 200),
 start_delay_s (seconds between bringing the node up and starting playback, default 8: configure
 loads and warms up the engine; frames published before activation are simply not received).
 """
@@ -32,7 +33,9 @@ def generate_launch_description() -> LaunchDescription:
     loop = LaunchConfiguration("loop")
     share = FindPackageShare("dpa_perception")
 
-    play = ["ros2", "bag", "play", bag, "--clock", "--rate", rate]
+    # --clock HZ: /clock at clock_hz (ros2 bag play's default is 40 Hz); the node measures ages as
+    # "node clock at arrival + steady time since", so latencies stay exact and non-negative anyway.
+    play = ["ros2", "bag", "play", bag, "--clock", LaunchConfiguration("clock_hz"), "--rate", rate]
     node = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", "dpa_perception.launch.py"])),
         launch_arguments={
@@ -53,6 +56,7 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
             DeclareLaunchArgument("rate", default_value="1.0", description="playback rate"),
             DeclareLaunchArgument("loop", default_value="false", description="loop the bag"),
+            DeclareLaunchArgument("clock_hz", default_value="200", description="/clock publish rate (Hz)"),
             DeclareLaunchArgument("start_delay_s", default_value="8.0", description="delay before playing"),
             node,
             TimerAction(

@@ -465,3 +465,73 @@ def test_worker_survives_an_engine_failure_and_reports_it() -> None:
         p.stop()
     assert p.stats()["worker"] == {"errors": 1, "last_error": "RuntimeError: device lost"}
     assert any(r.status == "processed" for r in got)
+
+
+# ---------------------------------------------------------------- ages on a coarse (simulated) clock
+
+
+class CoarseClock:
+    """A /clock that only moves in ``period_ms`` ticks and lags the true time (ros2 bag play --clock)."""
+
+    def __init__(self, truth: FakeClock, period_ms: float):
+        self.truth, self.period = truth, round(period_ms * MS)
+
+    def __call__(self) -> int:
+        return self.truth.t - self.truth.t % self.period
+
+
+def test_ages_stay_continuous_and_non_negative_on_a_coarse_sim_clock() -> None:
+    steady = FakeClock()
+    sim = CoarseClock(steady, 25.0)
+    engine = FakeEngine(steady)
+    p = Pipeline(engine, PipelineConfig(precision_mode="high"), clock_ns=sim, steady_ns=steady,  # type: ignore[arg-type]
+                 visibility=FakeVisibility())  # type: ignore[arg-type]
+    p.add_camera("cam")
+    e2e = []
+    for i in range(40):
+        steady.advance_ms(7.0 + (i % 5))  # frames published 7-11 ms apart, stamped with the true time
+        p.submit("cam", frame(0.1, i), steady.t)
+        e2e += [r.timing_ms["e2e"] for r in p.step() if r.status == "processed"]
+    assert len(e2e) == 40
+    assert min(e2e) >= 0.0
+    # the fake engine costs 2 + 4 + 1.5 = 7.5 ms: the age is that, not the /clock's quantisation error
+    assert max(e2e) == pytest.approx(7.5, abs=1e-6)
+    cam = p.stats()["cameras"]["cam"]
+    assert cam["stamp_age_ms"] >= 0.0
+    assert cam["future_stamps"] > 0  # stamps ahead of the coarse clock are seen, and counted
+
+
+def test_frames_stamped_ahead_of_the_clock_never_give_negative_latency() -> None:
+    clock = FakeClock()
+    p, _, _ = make(clock=clock, precision_mode="high")
+    p.submit("cam", frame(0.1), clock.t + 5_000 * MS)  # a camera clock 5 s ahead
+    (r,) = p.step()
+    assert r.status == "processed" and r.timing_ms["e2e"] >= 0.0
+    assert p.stats()["cameras"]["cam"]["future_stamps"] == 1
+
+
+def test_received_versus_sent_rate_shows_transport_loss() -> None:
+    from dpa_perception.core.diagnostics import WARN, DiagnosticsBuilder
+    from dpa_perception.core.pipeline import stamp_loss
+
+    rng = np.random.default_rng(3)
+    sent = np.arange(56) * 100 * MS  # a 10 Hz camera
+    kept = np.sort(rng.choice(sent, 18, replace=False))  # 18 of 56 arrive (as measured over Cyclone DDS)
+    rate, loss = stamp_loss(list(kept))
+    assert rate == pytest.approx(10.0)
+    assert loss == pytest.approx(1 - 18 / 56, abs=0.08)
+    assert stamp_loss(list(sent)) == (pytest.approx(10.0), pytest.approx(0.0))
+    jitter = sent + rng.integers(-3, 4, len(sent)) * MS  # stamps with a few ms of jitter: no false loss
+    assert stamp_loss(list(jitter))[1] < 0.1
+    assert stamp_loss(list(sent[:3])) == (None, None)
+
+    clock = FakeClock()
+    p, _, _ = make(clock=clock, precision_mode="high")
+    for t in kept:
+        clock.t = 10**12 + int(t)
+        p.submit("cam", frame(0.1), clock.t)
+        p.step()
+    cam = p.stats()["cameras"]["cam"]
+    assert cam["source_rate_hz"] == pytest.approx(10.0) and cam["estimated_loss_pct"] > 50
+    rec = DiagnosticsBuilder().camera("cam", cam, active=True)
+    assert rec.level == WARN and "losing frames" in rec.message and "QoS" in rec.message

@@ -7,12 +7,7 @@ Engine: ``$DPA_TEST_ENGINE_DIR`` or YOLOX-Nano built once into the temp dir (sha
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("rclpy", reason="needs a sourced ROS 2 workspace")
-pytest.importorskip("launch_testing", reason="needs ros-$ROS_DISTRO-launch-testing")
-pytest.importorskip("launch_ros", reason="needs ros-$ROS_DISTRO-launch-ros")
-
+import importlib.util
 import tempfile
 import time
 import unittest
@@ -20,25 +15,41 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import launch_testing
-import launch_testing.actions
-import launch_testing.asserts
-import rclpy
+import pytest
 import yaml
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from engine_cache import cached_engine_dir
-from launch.actions import IncludeLaunchDescription
-from launch.launch_description import LaunchDescription
-from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
-from lifecycle_msgs.srv import GetState
-from rcl_interfaces.srv import SetParameters
-from rclpy.parameter import Parameter
-from sensor_msgs.msg import CompressedImage, Image
-from vision_msgs.msg import Detection2DArray
 
-from dpa_perception.ros.conversions import image_fields
+# Marks, not module-level skips: under the launch_testing pytest plugin a module-level skip skips
+# the whole test folder. Only missing ROS packages skip; the package's own imports never do.
+ROS_MODULES = ("rclpy", "launch", "launch_ros", "launch_testing", "lifecycle_msgs", "vision_msgs")
+HAVE_ROS = all(importlib.util.find_spec(m) is not None for m in ROS_MODULES)
+pytestmark = [pytest.mark.ros, pytest.mark.skipif(not HAVE_ROS, reason="needs a sourced ROS 2 workspace")]
+if HAVE_ROS:
+    import launch_testing
+    import launch_testing.actions
+    import launch_testing.asserts
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description import LaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+    from launch.substitutions import PathJoinSubstitution
+    from launch_ros.substitutions import FindPackageShare
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CompressedImage, Image
+    from vision_msgs.msg import Detection2DArray
+
+    from dpa_perception.ros.conversions import image_fields
+
+    post_shutdown_test = launch_testing.post_shutdown_test
+else:
+
+    def post_shutdown_test() -> Any:  # the class below is then skipped by pytestmark
+        return lambda cls: cls
+
 
 TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 FRAME_FILE = TESTDATA / "images" / "uadetrac_MVI_20011_img00001.jpg"
@@ -182,8 +193,28 @@ class TestLaunchedNode(unittest.TestCase):
             res = self.call(SetParameters, f"/{NODE}/set_parameters", req)
             self.assertEqual(res.results[0].successful, ok, res.results[0].reason)
 
+    def state(self) -> str:
+        return str(self.call(GetState, f"/{NODE}/get_state", GetState.Request()).current_state.label)
 
-@launch_testing.post_shutdown_test()
+    def change(self, transition_id: int) -> None:
+        req = ChangeState.Request()
+        req.transition.id = transition_id
+        self.assertTrue(self.call(ChangeState, f"/{NODE}/change_state", req).success, transition_id)
+
+    def test_5_autostart_acts_once(self, proc_output: Any) -> None:
+        """After a manual cleanup, configure stops at inactive: the autostart handler fired only once."""
+        proc_output.assertWaitFor("active: subscribed to", timeout=180)
+        self.change(Transition.TRANSITION_DEACTIVATE)
+        self.change(Transition.TRANSITION_CLEANUP)
+        self.assertEqual(self.state(), "unconfigured")
+        self.change(Transition.TRANSITION_CONFIGURE)
+        self.spin_until(lambda: False, 3.0)  # time for a (wrong) activate event to arrive
+        self.assertEqual(self.state(), "inactive")
+        self.change(Transition.TRANSITION_ACTIVATE)  # and by hand it still activates
+        self.assertEqual(self.state(), "active")
+
+
+@post_shutdown_test()
 class TestShutdown(unittest.TestCase):
     def test_exit_code(self, proc_info: Any) -> None:
         launch_testing.asserts.assertExitCodes(proc_info)

@@ -30,8 +30,8 @@ STALE = 3
 LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR", STALE: "STALE"}
 
 CAMERA_KEYS = (
-    "topic", "state", "input_rate_hz", "stamp_age_ms", "received", "processed", "dropped",
-    "deadline_misses", "input_errors", "last_error",
+    "topic", "state", "input_rate_hz", "source_rate_hz", "estimated_loss_pct", "stamp_age_ms", "received",
+    "processed", "dropped", "deadline_misses", "input_errors", "future_stamps", "last_error",
 )  # fmt: skip
 
 
@@ -79,6 +79,8 @@ class DiagnosticsBuilder:
     prefix: str = "dpa_perception"
     latency_error_after_s: float = 5.0
     degraded_threshold: float = 0.5  # visibility degradation reported as WARN (enter_high_threshold)
+    # a camera whose header stamps show more lost frames than this (transport, QoS) is WARN
+    loss_warn_pct: float = 20.0
     hardware_id: str = ""
     _errors_seen: dict[str, int] = field(default_factory=dict)
 
@@ -123,7 +125,15 @@ class DiagnosticsBuilder:
             return StatusRecord(name, WARN, "waiting for the first frame", values)
         if state == "stale":
             return StatusRecord(name, WARN, f"stale: newest frame is {fmt(age, 0)} ms old", values)
-        return StatusRecord(name, OK, f"{fmt(rate)} Hz, stamp age {fmt(age, 0)} ms", values)
+        source, loss = _num(s.get("source_rate_hz")), _num(s.get("estimated_loss_pct"))
+        if loss is not None and loss > self.loss_warn_pct:
+            return StatusRecord(
+                name, WARN,
+                f"losing frames: {fmt(rate)} Hz received of {fmt(source)} Hz sent ({fmt(loss, 0)} % lost; "
+                "check QoS reliability/depth and DDS socket buffers, see docs/ros.md)", values,
+            )  # fmt: skip
+        sent = f" of {fmt(source)} Hz sent" if source is not None else ""
+        return StatusRecord(name, OK, f"{fmt(rate)} Hz received{sent}, stamp age {fmt(age, 0)} ms", values)
 
     def engine(self, d: Mapping[str, Any], worker: Mapping[str, Any] | None = None) -> StatusRecord:
         variants = d.get("variants") or {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -22,6 +22,7 @@ from dpa_perception.core.types import INPUT_SHAPE_POLICIES, MODES, Detections, M
 from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
 
 NS = 1_000_000_000
+STAMP_WINDOW = 100  # header stamps kept per camera to estimate the source rate and the loss
 
 
 @dataclass
@@ -68,7 +69,31 @@ class _Pending:
     stamp_ns: int
     meta: Any
     decode_ms: float
-    arrived_ns: int
+    arrived_ns: int  # on the steady clock
+    age_at_arrival_ns: int  # stamp to arrival on the stamp clock, never negative
+
+    def age_ns(self, steady_now_ns: int) -> int:
+        """Capture stamp to ``steady_now_ns``: the age at arrival plus steady time since (never negative)."""
+        return self.age_at_arrival_ns + max(0, steady_now_ns - self.arrived_ns)
+
+
+def stamp_loss(stamps: Sequence[int]) -> tuple[float | None, float | None]:
+    """(source rate in Hz, estimated loss fraction) from the header stamps of the frames that arrived.
+
+    The source period is the 10th percentile of the positive stamp steps (robust to lost frames,
+    which only make steps longer, and to jitter); the frames the camera sent over the window are the
+    stamp span over that period. ``(None, None)`` until enough frames have arrived.
+    """
+    if len(stamps) < 5:
+        return None, None
+    ordered = np.sort(np.asarray(stamps, np.int64))
+    steps = np.diff(ordered)
+    steps = steps[steps > 0]
+    if len(steps) < 4:
+        return None, None
+    period = float(np.percentile(steps, 10))
+    expected = (ordered[-1] - ordered[0]) / period + 1.0
+    return NS / period, float(min(1.0, max(0.0, 1.0 - len(ordered) / expected)))
 
 
 class _Camera:
@@ -78,9 +103,11 @@ class _Camera:
         self.received = self.processed = self.dropped = self.misses = self.input_errors = 0
         self.last_error = ""
         self.last_error_ns = 0
-        self.last_arrival_ns: int | None = None
-        self.last_stamp_ns: int | None = None
+        self.last_arrival_ns: int | None = None  # steady clock
+        self.last_age_ns = 0  # age of the newest frame at its arrival
+        self.future_stamps = 0  # frames stamped ahead of the receiving clock (age clamped to 0)
         self.arrivals: deque[int] = deque(maxlen=30)
+        self.stamps: deque[int] = deque(maxlen=STAMP_WINDOW)
         self.last_served_ns = 0
         self.frame_index = 0
         self.visibility: VisibilityReport | None = None
@@ -131,7 +158,9 @@ class Pipeline:
     """Frames in (``submit``), results out (``step`` or the worker's callback).
 
     ``clock_ns`` gives "now" in the time base of the frame stamps (ROS time in the node, bag
-    time in the replay), so end-to-end latency is measured from the capture stamp.
+    time in the replay). A frame's age (end-to-end latency from its capture stamp) is its age on
+    that clock when it arrives plus the time since on ``steady_ns`` (default: ``clock_ns``), so
+    ages stay continuous and never negative even when ``clock_ns`` is a coarse simulated /clock.
     """
 
     def __init__(
@@ -140,6 +169,7 @@ class Pipeline:
         config: PipelineConfig | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         visibility: VisibilityEstimator | None = None,
+        steady_ns: Callable[[], int] | None = None,
     ):
         self.config = config or PipelineConfig()
         self.config.validate()
@@ -147,6 +177,7 @@ class Pipeline:
             raise ConfigError(f"the engine does not support input_shape {self.config.input_shape!r}")
         self.engine = engine
         self.clock_ns = clock_ns
+        self.steady_ns = steady_ns or clock_ns
         self.visibility = visibility or VisibilityEstimator()
         self.governor = PrecisionGovernor(self.config)
         self.stats_window = RollingStats()
@@ -177,17 +208,21 @@ class Pipeline:
 
     def submit(self, camera: str, frame: np.ndarray, stamp_ns: int, meta: Any = None, decode_ms: float = 0.0) -> None:
         """Put ``frame`` in ``camera``'s slot; an older unprocessed frame there is dropped (replaced)."""
-        now = self.clock_ns()
+        age = self.clock_ns() - stamp_ns
+        now = self.steady_ns()
         with self._lock:
             cam = self._cams.setdefault(camera, _Camera(camera))
             cam.received += 1
             cam.arrivals.append(now)
-            cam.last_arrival_ns, cam.last_stamp_ns = now, stamp_ns
+            cam.stamps.append(stamp_ns)
+            if age < 0:
+                cam.future_stamps += 1
+            cam.last_arrival_ns, cam.last_age_ns = now, max(0, age)
             if cam.pending is not None:
                 old = cam.pending
                 cam.dropped += 1
                 self._dropped.append(FrameResult(camera, old.stamp_ns, old.meta, "dropped", None, "replaced"))
-            cam.pending = _Pending(frame, stamp_ns, meta, decode_ms, now)
+            cam.pending = _Pending(frame, stamp_ns, meta, decode_ms, now, max(0, age))
             self._ready.notify()
 
     def report_input_error(self, camera: str, message: str) -> None:
@@ -197,7 +232,7 @@ class Pipeline:
             cam.received += 1
             cam.input_errors += 1
             cam.last_error = message
-            cam.last_error_ns = self.clock_ns()
+            cam.last_error_ns = self.steady_ns()
 
     def set_external_weather(self, visibility_m: float | None, precipitation: bool, stamp_s: float) -> None:
         self.visibility.set_external(visibility_m, precipitation, stamp_s)
@@ -229,7 +264,7 @@ class Pipeline:
             p = cam.pending
             if p is None:
                 continue
-            if now - p.stamp_ns > budget_ns:
+            if p.age_ns(now) > budget_ns:
                 cam.pending = None
                 cam.dropped += 1
                 cam.misses += 1
@@ -253,7 +288,7 @@ class Pipeline:
         """
         dropped: list[FrameResult] = []
         while batch:
-            oldest_ms = max((now - p.stamp_ns) / 1e6 for _, p in batch)
+            oldest_ms = max(p.age_ns(now) / 1e6 for _, p in batch)
             ok, pred = self.governor.fits("int8", len(batch), oldest_ms)
             if ok:
                 break
@@ -280,7 +315,7 @@ class Pipeline:
 
     def step(self) -> list[FrameResult]:
         """Run one scheduling round: at most one batch per mode. Returns every frame it resolved."""
-        now = self.clock_ns()
+        now = self.steady_ns()
         with self._lock:
             batch, results = self._take_batch(now)
             cfg = replace(self.config)
@@ -295,21 +330,21 @@ class Pipeline:
             if vis is None or cam.frame_index % cfg.visibility_every_n == 0:
                 t0 = time.perf_counter()
                 try:
-                    vis = self.visibility.estimate(p.frame, now_s=now / NS)
+                    vis = self.visibility.estimate(p.frame, now_s=self.clock_ns() / NS)
                 except ImageError:  # too small to assess: no evidence either way, detection still runs
                     vis = VisibilityReport.unknown()
                 vis_ms[id(p)] = (time.perf_counter() - t0) * 1e3
                 cam.visibility = vis
             cam.frame_index += 1
-            age_ms = (now - p.stamp_ns) / 1e6
+            age_ms = p.age_ns(now) / 1e6
             d = self.governor.decide(cam.name, vis.degradation, age_ms, len(batch))
             groups[d.mode].append((cam, p, vis, d.reason))
         for mode, items in groups.items():
             if not items:
                 continue
-            t_start = self.clock_ns()
+            t_start = self.steady_ns()
             res = self.engine.infer([p.frame for _, p, _, _ in items], mode, cfg.input_shape)
-            done = self.clock_ns()
+            done = self.steady_ns()
             n = len(items)
             self.governor.observe(mode, n, res.timing.inference_ms, (res.timing.preprocess_ms + res.timing.postprocess_ms) / n)
             with self._lock:
@@ -321,7 +356,7 @@ class Pipeline:
                         "preprocess": round(res.timing.preprocess_ms / n, 3),
                         "inference": round(res.timing.inference_ms / n, 3),
                         "postprocess": round(res.timing.postprocess_ms / n, 3),
-                        "e2e": round((done - p.stamp_ns) / 1e6, 3),
+                        "e2e": round(p.age_ns(done) / 1e6, 3),
                     }
                     r = FrameResult(cam.name, p.stamp_ns, p.meta, "processed", mode, reason, dets, timing, vis)
                     cam.processed += 1
@@ -369,7 +404,7 @@ class Pipeline:
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of everything diagnostics report."""
-        now = self.clock_ns()
+        now = self.steady_ns()
         cfg = self.config
         with self._lock:
             cams = {}
@@ -385,10 +420,15 @@ class Pipeline:
                     state = "active"
                 arr = list(c.arrivals)
                 rate = (len(arr) - 1) / ((arr[-1] - arr[0]) / NS) if len(arr) > 1 and arr[-1] > arr[0] else 0.0
+                source_hz, loss = stamp_loss(c.stamps)
                 cams[name] = {
                     "state": state,
                     "input_rate_hz": round(rate, 2),
-                    "stamp_age_ms": round((now - c.last_stamp_ns) / 1e6, 1) if c.last_stamp_ns is not None else None,
+                    "source_rate_hz": round(source_hz, 2) if source_hz is not None else None,
+                    "estimated_loss_pct": round(100.0 * loss, 1) if loss is not None else None,
+                    "future_stamps": c.future_stamps,
+                    "stamp_age_ms": round((c.last_age_ns + now - c.last_arrival_ns) / 1e6, 1)
+                    if c.last_arrival_ns is not None else None,
                     "received": c.received, "processed": c.processed, "dropped": c.dropped,
                     "deadline_misses": c.misses, "input_errors": c.input_errors, "last_error": c.last_error,
                 }

@@ -274,7 +274,8 @@ class DpaPerceptionNode(LifecycleNode):
         self._engine.warmup(input_shape=values["input_shape"])
         self._engine_desc = self._engine.describe()
         self._class_names = list(self._engine.spec.class_names)
-        self._pipeline = Pipeline(self._engine, pcfg, clock_ns=self._now_ns)
+        # ages: node clock at arrival + steady time since (a coarse /clock under use_sim_time stays exact)
+        self._pipeline = Pipeline(self._engine, pcfg, clock_ns=self._now_ns, steady_ns=time.monotonic_ns)
         for cam in values["camera_topics"]:
             self._pipeline.add_camera(cam)
         vision = self._vision = vision_types()
