@@ -34,6 +34,7 @@ from dpa_perception.backends.tensorrt.builder import build_tensorrt_engines
 from dpa_perception.backends.tensorrt.key import import_tensorrt, probe_machine
 from dpa_perception.backends.tensorrt.session import load_tensorrt_session, runtime_logger
 from dpa_perception.core.errors import DpaError
+from dpa_perception.core.manifest import Manifest
 
 IMAGES = REPO.parent / "shared" / "testdata" / "images"
 
@@ -71,14 +72,14 @@ def _time(session, batch: np.ndarray, warmup: int, runs: int) -> list[float]:
     return times
 
 
-def _build(src: Path, work: Path, placements: dict[str, Placement], max_batch: int, cache: Path) -> tuple[Path, dict]:
+def _build(src: Path, work: Path, placements: dict[str, Placement], max_batch: int, cache: Path) -> tuple[Path, Manifest]:
     d = work / f"{'_'.join(f'{k}-{v}' for k, v in placements.items()).replace(':', '')}_b{max_batch}"
     if d.exists():
         shutil.rmtree(d)
     shutil.copytree(src, d, ignore=shutil.ignore_patterns("*.engine", "timing.cache"))
-    manifest = json.loads((d / "manifest.json").read_text())
-    manifest.pop("tensorrt", None)
-    manifest["tensorrt"] = build_tensorrt_engines(
+    manifest = Manifest.load(d, verify=False)
+    manifest.tensorrt = None
+    manifest.tensorrt = build_tensorrt_engines(
         d, manifest, placements=placements, max_batch=max_batch, opt_batch=None,
         workspace_mib=1024, timing_cache=cache, log=lambda m: print(f"  {m}", file=sys.stderr),
     )  # fmt: skip
@@ -99,11 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_tensorrt: --batches needs positive batch sizes", file=sys.stderr)
         return 2
     try:
-        model = json.loads((a.engine_dir / "manifest.json").read_text())["model"]
-    except (OSError, ValueError, KeyError) as exc:
+        model = Manifest.load(a.engine_dir, verify=False).model
+    except DpaError as exc:
         print(f"bench_tensorrt: cannot read {a.engine_dir}/manifest.json: {exc}", file=sys.stderr)
         return 2
-    if not model.get("dynamic_batch", True) and batches != [1]:
+    if not model.dynamic_batch and batches != [1]:
         # a fixed-batch model gets batch-1 engines and runs frames one by one
         print(f"bench_tensorrt: the model's batch is static; measuring batch 1 only (not {batches})", file=sys.stderr)
         batches = [1]
@@ -128,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             for max_batch, only in builds:
                 print(f"building {plan_name} engines (max batch {max_batch}) ...", file=sys.stderr)
                 d, manifest = _build(a.engine_dir, work, placements, max_batch, cache)
-                hw = tuple(manifest["model"]["input_hw"])
+                hw = manifest.model.input_hw
                 for mode in ("int8", "high"):
-                    entry = manifest["tensorrt"]["engines"][mode]
+                    assert manifest.tensorrt is not None
+                    entry = manifest.tensorrt["engines"][mode]
                     sess = load_tensorrt_session(d, manifest, mode, placements[mode], max_batch=max_batch)
                     try:
                         for b in batches if only is None else [only]:

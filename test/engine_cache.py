@@ -15,12 +15,12 @@ def cached_engine_dir() -> Path:
     if env:
         return Path(env)
     from dpa_perception.core.errors import DpaError
-    from dpa_perception.core.manifest import load_manifest
+    from dpa_perception.core.manifest import Manifest
     from dpa_perception.tools.build import build_engine_dir
 
     out = Path(tempfile.gettempdir()) / "dpa_test_engine_yolox_nano"
     try:
-        load_manifest(out, verify=True)
+        Manifest.load(out, verify=True)
         return out
     except DpaError:  # not built yet (or damaged): build it
         pass

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from dpa_perception.build.metrics import Agreement, agreement, iou_matrix
 from dpa_perception.core.errors import ConfigError, ImageError, ManifestError
-from dpa_perception.core.manifest import load_manifest
+from dpa_perception.core.manifest import Manifest
 from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.types import Detections
 from dpa_perception.inference.engine import DualModeEngine
@@ -254,12 +254,12 @@ def test_engine_option_errors(yolox_engine_dir: Path) -> None:
 def test_dynamic_dims_recorded_and_real(yolox_engine_dir: Path, engine: DualModeEngine) -> None:
     import onnxruntime as ort
 
-    man = load_manifest(yolox_engine_dir)
-    assert man["model"]["dynamic_batch"] is True
-    assert man["model"]["dynamic_hw"] is True
+    man = Manifest.load(yolox_engine_dir)
+    assert man.model.dynamic_batch is True
+    assert man.model.dynamic_hw is True
     assert engine.dynamic_batch and engine.dynamic_hw and engine.supports("rect")
     for variant in ("high", "int8", "int8_trt"):
-        model = onnx.load(str(yolox_engine_dir / man["variants"][variant]["file"]), load_external_data=False)
+        model = onnx.load(str(man.variant_path(yolox_engine_dir, variant)), load_external_data=False)
         dims = model.graph.input[0].type.tensor_type.shape.dim
         assert [d.HasField("dim_param") for d in dims] == [True, False, True, True], variant
     sess = ort.InferenceSession(str(yolox_engine_dir / "high.onnx"), providers=["CPUExecutionProvider"])
@@ -290,11 +290,11 @@ def test_static_engine_refuses_rect(yolox_engine_dir: Path, tmp_path: Path, fram
 
 
 def test_load_manifest_round_trip(yolox_engine_dir: Path) -> None:
-    man = load_manifest(yolox_engine_dir)
+    man = Manifest.load(yolox_engine_dir)
     on_disk = json.loads((yolox_engine_dir / "manifest.json").read_text())
-    assert man == on_disk
-    assert man["format_version"] == 1
-    assert {"high", "int8", "int8_trt"} <= set(man["variants"])
+    assert man.to_dict() == on_disk
+    assert man.format_version == 1
+    assert {"high", "int8", "int8_trt"} <= set(man.variants)
 
 
 def test_tampered_variant_is_refused(yolox_engine_dir: Path, tmp_path: Path) -> None:
@@ -302,18 +302,18 @@ def test_tampered_variant_is_refused(yolox_engine_dir: Path, tmp_path: Path) -> 
     with (d / "int8.onnx").open("ab") as f:
         f.write(b"\0")
     with pytest.raises(ManifestError, match="sha256") as exc:
-        load_manifest(d)
+        Manifest.load(d)
     assert "int8.onnx" in str(exc.value)
     with pytest.raises(ManifestError, match="sha256"):
         DualModeEngine(d)
-    load_manifest(d, verify=False)  # the checksum is what catches it
+    Manifest.load(d, verify=False)  # the checksum is what catches it
 
 
 def test_missing_manifest(yolox_engine_dir: Path, tmp_path: Path) -> None:
     d = _copy_engine(yolox_engine_dir, tmp_path / "eng")
     (d / "manifest.json").unlink()
     with pytest.raises(ManifestError, match="manifest"):
-        load_manifest(d)
+        Manifest.load(d)
 
 
 def test_missing_variant(yolox_engine_dir: Path, tmp_path: Path) -> None:
@@ -329,7 +329,7 @@ def test_variant_missing_from_manifest(yolox_engine_dir: Path, tmp_path: Path) -
     del man["variants"]["int8"]
     (d / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ManifestError, match="int8"):
-        load_manifest(d)
+        Manifest.load(d)
 
 
 @pytest.mark.parametrize("version", [2, 0, "1", None])
@@ -339,14 +339,14 @@ def test_bad_format_version(yolox_engine_dir: Path, tmp_path: Path, version: obj
     man["format_version"] = version
     (d / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ManifestError, match="format"):
-        load_manifest(d)
+        Manifest.load(d)
 
 
 def test_malformed_manifest(yolox_engine_dir: Path, tmp_path: Path) -> None:
     d = _copy_engine(yolox_engine_dir, tmp_path / "eng")
     (d / "manifest.json").write_text('{"format_version": 1, "variants": ')
     with pytest.raises(ManifestError, match="manifest"):
-        load_manifest(d)
+        Manifest.load(d)
 
 
 def test_manifest_without_model_description(yolox_engine_dir: Path, tmp_path: Path) -> None:
@@ -355,7 +355,7 @@ def test_manifest_without_model_description(yolox_engine_dir: Path, tmp_path: Pa
     del man["model"]["spec"]
     (d / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ManifestError):
-        load_manifest(d)
+        Manifest.load(d)
 
 
 def test_engine_on_missing_folder(tmp_path: Path) -> None:
@@ -367,27 +367,27 @@ def test_engine_on_missing_folder(tmp_path: Path) -> None:
 
 
 def test_manifest_content(yolox_engine_dir: Path, testdata: Path) -> None:
-    man = load_manifest(yolox_engine_dir)
-    model = man["model"]
-    assert model["sha256"] == _sha256(testdata / "models" / "yolox_nano.onnx")
-    assert model["family"] == "yolox" and model["input_hw"] == [416, 416]
-    assert model["num_classes"] == 80 and model["num_anchors"] == 3549
-    for name, entry in man["variants"].items():
-        assert entry["sha256"] == _sha256(yolox_engine_dir / entry["file"]), name
-    assert man["variants"]["int8"]["file"] == "int8.onnx"
-    assert man["variants"]["int8_trt"]["file"] == "int8_trt.onnx"
-    cal = man["calibration"]
+    man = Manifest.load(yolox_engine_dir)
+    model = man.model
+    assert model.sha256 == _sha256(testdata / "models" / "yolox_nano.onnx")
+    assert model.family == "yolox" and model.input_hw == (416, 416)
+    assert model.num_classes == 80 and model.num_anchors == 3549
+    for name, entry in man.variants.items():
+        assert entry.sha256 == _sha256(yolox_engine_dir / entry.file), name
+    assert man.variants["int8"].file == "int8.onnx"
+    assert man.variants["int8_trt"].file == "int8_trt.onnx"
+    cal = man.sections["calibration"]
     assert cal["method"] == "percentile"
     assert cal["frames"] == len([p for p in (testdata / "images").iterdir() if p.suffix in (".jpg", ".png")]) == 6
-    mp = man["mixed_precision"]
+    mp = man.sections["mixed_precision"]
     assert mp["kept_nodes"], "some layers are kept in high precision"
     assert 0 < mp["units_kept"] < mp["units_total"]
-    agree = man["agreement"]["int8_vs_high_held_out"]
+    agree = man.sections["agreement"]["int8_vs_high_held_out"]
     assert 0.0 <= agree["recall"] <= 1.0 and 0.0 <= agree["precision"] <= 1.0 and agree["n_ref"] > 0
-    lat = man["latency_ms"]
+    lat = man.sections["latency_ms"]
     assert lat["high"] > 0 and lat["int8"] > 0
     assert lat["speedup"] == pytest.approx(lat["high"] / lat["int8"], rel=0.01)
-    tools = man["tools"]
+    tools = man.sections["tools"]
     for key in ("dpa_perception", "onnx", "onnxruntime", "numpy", "python"):
         assert isinstance(tools.get(key), str) and tools[key][0].isdigit(), key
 
@@ -431,13 +431,13 @@ def test_cpu_variant_has_uint8_activations(yolox_engine_dir: Path) -> None:
 
 
 def test_kept_convs_stay_float_and_others_are_quantized(yolox_engine_dir: Path) -> None:
-    man = load_manifest(yolox_engine_dir)
-    kept = set(man["mixed_precision"]["kept_nodes"])
+    man = Manifest.load(yolox_engine_dir)
+    kept = set(man.sections["mixed_precision"]["kept_nodes"])
     for f in ("int8.onnx", "int8_trt.onnx"):
         model = onnx.load(str(yolox_engine_dir / f))
         producer = {o: n for n in model.graph.node for o in n.output}
         convs = [n for n in model.graph.node if n.op_type == "Conv"]
-        assert len(convs) == man["mixed_precision"]["units_total"]
+        assert len(convs) == man.sections["mixed_precision"]["units_total"]
         for n in convs:
             w = producer.get(n.input[1])
             quantized = w is not None and w.op_type == "DequantizeLinear"
@@ -445,15 +445,15 @@ def test_kept_convs_stay_float_and_others_are_quantized(yolox_engine_dir: Path) 
 
 
 def test_precision_report(yolox_engine_dir: Path) -> None:
-    man = load_manifest(yolox_engine_dir)
-    kept_nodes = set(man["mixed_precision"]["kept_nodes"])
+    man = Manifest.load(yolox_engine_dir)
+    kept_nodes = set(man.sections["mixed_precision"]["kept_nodes"])
     png = yolox_engine_dir / "precision_report.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((yolox_engine_dir / "precision_report.json").read_text())
     units = report["units"]
-    assert len(units) == man["mixed_precision"]["units_total"]
+    assert len(units) == man.sections["mixed_precision"]["units_total"]
     kept = [u for u in units if u["kept"]]
-    assert len(kept) == man["mixed_precision"]["units_kept"] > 0
+    assert len(kept) == man.sections["mixed_precision"]["units_kept"] > 0
     for u in units:
         assert (u["name"] in kept_nodes) == u["kept"], u["name"]
         if u["kept"]:
@@ -464,12 +464,12 @@ def test_precision_report(yolox_engine_dir: Path) -> None:
 
 
 def test_int8_score_offset_recorded_and_applied(yolox_engine_dir: Path, engine: DualModeEngine, frames: dict) -> None:
-    manifest = load_manifest(yolox_engine_dir)
-    offset = manifest["variants"]["int8"]["score_offset"]
+    manifest = Manifest.load(yolox_engine_dir)
+    offset = manifest.variants["int8"].score_offset
     assert 0.0 <= offset <= 0.1
-    assert "score_offset" not in manifest["variants"]["high"]
+    assert "score_offset" not in manifest.to_dict()["variants"]["high"]
     assert engine.score_offsets == {"int8": offset, "high": 0.0}
-    assert "int8_vs_high_held_out_without_score_offset" in manifest["agreement"]
+    assert "int8_vs_high_held_out_without_score_offset" in manifest.sections["agreement"]
     img = frames["uadetrac_MVI_20011_img00001.jpg"]
     calibrated = engine.infer([img], "int8").detections[0]
     engine.score_offsets = {"int8": 0.0, "high": 0.0}

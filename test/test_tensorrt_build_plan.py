@@ -4,6 +4,7 @@ modules (no TensorRT, no GPU)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -46,6 +47,7 @@ from dpa_perception.backends.tensorrt.session import (
     pad_batch,
 )
 from dpa_perception.core.errors import BackendError, ConfigError
+from dpa_perception.core.manifest import Manifest
 
 GPU = Placement("gpu")
 DLA0 = Placement("dla", 0, True)
@@ -310,13 +312,16 @@ def _sha(p: Path) -> str:
 
 
 @pytest.fixture()
-def build_dir(tmp_path: Path) -> tuple[Path, dict]:
+def build_dir(tmp_path: Path) -> tuple[Path, Manifest]:
     _tiny_onnx(tmp_path / "high.onnx")
     _tiny_onnx(tmp_path / "int8_trt.onnx")
     (tmp_path / "int8.onnx").write_bytes((tmp_path / "int8_trt.onnx").read_bytes())
+    spec = {"family": "yolox", "input_name": "images", "output_name": "output", "input_hw": [32, 32],
+            "num_classes": 80, "num_anchors": 21}
     manifest = {
         "format_version": 1,
         "model": {
+            "source": "tiny.onnx",
             "sha256": "d39bee73" * 8,
             "family": "yolox",
             "input_name": "images",
@@ -324,13 +329,14 @@ def build_dir(tmp_path: Path) -> tuple[Path, dict]:
             "dynamic_batch": True,
             "dynamic_hw": True,
             "num_classes": 80,
+            "spec": spec,
         },
         "variants": {
             v: {"file": f"{v}.onnx", "sha256": _sha(tmp_path / f"{v}.onnx")}
             for v in ("high", "int8", "int8_trt")
         },
     }
-    return tmp_path, manifest
+    return tmp_path, Manifest.from_dict(manifest, "test manifest")
 
 
 def _build(trt, engine_dir, manifest, placements, **kw):
@@ -570,11 +576,11 @@ def test_tensorrt10_build_writes_keyed_engines_and_manifest_section(build_dir):
     assert not list(engine_dir.glob("*.tmp")) and not (engine_dir / FP16_ONNX_NAME).exists()
     assert any("1 layers on DLA, 2 on GPU" in m for m in msgs)
     # the manifest section survives JSON and the loader's checks accept both engines
-    manifest["tensorrt"] = json.loads(json.dumps(section))
+    manifest.tensorrt = json.loads(json.dumps(section))
     for variant, place in (("int8", DLA0), ("high", GPU)):
         want = expected_key(manifest, variant, place, max_batch=4, machine=MACHINE,
                             features_trt=fake_trt_namespace("10.3.0"))
-        check_engine_entry(engine_dir, manifest["tensorrt"]["engines"][variant], want, rebuild_hint="x")
+        check_engine_entry(engine_dir, manifest.tensorrt["engines"][variant], want, rebuild_hint="x")
     # second build reuses the saved timing cache and replaces the stale engines
     old = {e["file"] for e in section["engines"].values()}
     trt2 = FakeTRT("10.3.0")
@@ -598,7 +604,7 @@ def test_tensorrt11_build_uses_fp16_typed_onnx_and_no_precision_flags(build_dir)
     assert TensorProto.FLOAT16 not in b8["dtypes"]
     eh = section["engines"]["high"]
     assert eh["built_from"]["file"] == FP16_ONNX_NAME
-    assert eh["key"]["source_sha256"] == manifest["variants"]["high"]["sha256"]
+    assert eh["key"]["source_sha256"] == manifest.variants["high"].sha256
     assert section["engines"]["int8"]["precision"] == "int8+fp32" and section["strongly_typed"]
     assert section["timing_cache"] is None
 
@@ -634,7 +640,7 @@ def test_tensorrt_loader_refuses_engines_from_another_machine(build_dir):
         load_tensorrt_session(engine_dir, manifest, "high", GPU, max_batch=4,
                               trt_module=FakeTRT(), machine=MACHINE, memory=object())
     section, _ = _build(FakeTRT("10.3.0"), engine_dir, manifest, {})
-    manifest["tensorrt"] = section
+    manifest.tensorrt = section
     with pytest.raises(BackendError) as exc:
         load_tensorrt_session(engine_dir, manifest, "high", GPU, max_batch=4, trt_module=FakeTRT("11.0.1"),
                               machine=MachineInfo("11.0.1", "9.0"), memory=object())
@@ -786,7 +792,7 @@ def test_tensorrt_sessions_share_one_runtime_logger(build_dir, monkeypatch):
     from dpa_perception.backends.tensorrt import session as tensorrt_backend
 
     engine_dir, manifest = build_dir
-    manifest["tensorrt"], _ = _build(FakeTRT("10.3.0"), engine_dir, manifest, {})
+    manifest.tensorrt, _ = _build(FakeTRT("10.3.0"), engine_dir, manifest, {})
     monkeypatch.setattr(tensorrt_backend, "TensorRTSession", lambda **kw: kw)  # stop after deserializing
     trt = FakeTRT("10.3.0")
     for variant in ("int8", "high"):
@@ -814,18 +820,18 @@ def test_tensorrt_build_replaces_foreign_or_corrupt_timing_cache(build_dir):
 
 def test_tensorrt_static_batch_model_gets_batch1_engines(build_dir):
     engine_dir, manifest = build_dir
-    manifest["model"]["dynamic_batch"] = False  # dpa-build could not make the batch symbolic
+    manifest.model = dataclasses.replace(manifest.model, dynamic_batch=False)  # dpa-build could not make the batch symbolic
     trt = FakeTRT("10.3.0", num_dla=2)
     section, msgs = _build(trt, engine_dir, manifest, {"int8": DLA0, "high": GPU}, max_batch=4, opt_batch=2)
     assert any("batch dimension is static" in m for m in msgs)
     assert section["max_batch"] == section["opt_batch"] == 1
     assert [b["profile"][3] for b in trt.builds] == [[1, 3, 32, 32], [1, 3, 32, 32]]
-    manifest["tensorrt"] = json.loads(json.dumps(section))
+    manifest.tensorrt = json.loads(json.dumps(section))
     # the node (max_batch 4, frames run one by one for such a model) accepts the batch-1 engines
     for variant, place in (("int8", DLA0), ("high", GPU)):
         want = expected_key(manifest, variant, place, max_batch=4, machine=MACHINE,
                             features_trt=fake_trt_namespace("10.3.0"))
-        check_engine_entry(engine_dir, manifest["tensorrt"]["engines"][variant], want, rebuild_hint="x")
+        check_engine_entry(engine_dir, manifest.tensorrt["engines"][variant], want, rebuild_hint="x")
 
 
 def test_tensorrt_build_logger_never_raises_into_tensorrt():
@@ -861,9 +867,7 @@ def test_tensorrt_cli_builds_and_records_the_section(build_dir, monkeypatch, cap
     from dpa_perception.backends.tensorrt import builder as tensorrt_build
 
     engine_dir, manifest = build_dir
-    (engine_dir / "manifest.json").write_text(json.dumps(manifest))
-    monkeypatch.setattr("dpa_perception.core.manifest.load_manifest", lambda d, verify=True: json.loads(
-        (d / "manifest.json").read_text()))
+    manifest.write(engine_dir)
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTRT("10.3.0", num_dla=2))
     monkeypatch.setattr(tensorrt_build, "probe_machine", lambda trt: MACHINE)
     rc = tensorrt_build.main([str(engine_dir), "--placement", "int8=dla:1", "--max-batch", "2"])

@@ -20,6 +20,7 @@ import pytest
 
 from dpa_perception.backends.base import Placement
 from dpa_perception.core.errors import BackendError, DpaError
+from dpa_perception.core.manifest import Manifest
 
 pytestmark = pytest.mark.gpu
 
@@ -73,21 +74,21 @@ def onnx_dir(tmp_path_factory, testdata) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(trt, onnx_dir) -> tuple[Path, dict]:
+def built(trt, onnx_dir) -> tuple[Path, Manifest]:
     from dpa_perception.backends.tensorrt.builder import build_tensorrt_engines
 
-    manifest = json.loads((onnx_dir / "manifest.json").read_text())
+    manifest = Manifest.load(onnx_dir, verify=False)
     section = build_tensorrt_engines(
         onnx_dir, manifest, placements={"int8": GPU, "high": GPU}, max_batch=MAX_BATCH, opt_batch=2,
         workspace_mib=1024, timing_cache=onnx_dir / "timing.cache", log=print,
     )  # fmt: skip
-    manifest["tensorrt"] = section
-    (onnx_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    manifest.tensorrt = section
+    manifest.write(onnx_dir)
     return onnx_dir, manifest
 
 
-def _need_dynamic_batch(manifest: dict) -> None:
-    if not manifest["model"].get("dynamic_batch", True):
+def _need_dynamic_batch(manifest: Manifest) -> None:
+    if not manifest.model.dynamic_batch:
         pytest.skip("the model's batch is static: its engines are batch-1 only")
 
 
@@ -123,14 +124,14 @@ def test_tensorrt_gpu_both_variants_match_onnxruntime(built, testdata):
 
     engine_dir, manifest = built
     _need_dynamic_batch(manifest)
-    hw = tuple(manifest["model"]["input_hw"])
+    hw = manifest.model.input_hw
     x = _batch(testdata, hw, MAX_BATCH)
     # high (FP16) against the FP32 original; int8 against ONNX Runtime on the very same Q/DQ file
     for variant, ref_file, tol in (("high", "high.onnx", 0.03), ("int8", "int8_trt.onnx", 0.08)):
         sess = load_tensorrt_session(engine_dir, manifest, variant, GPU, max_batch=MAX_BATCH)
         try:
             got = sess.run(x)
-            ref = _ort(engine_dir / manifest["variants"][ref_file.removesuffix(".onnx")]["file"], x)
+            ref = _ort(manifest.variant_path(engine_dir, ref_file.removesuffix(".onnx")), x)
             assert got.shape == ref.shape and got.dtype == np.float32
             sg, sr = _scores(got), _scores(ref)
             err = np.abs(sg - sr).max()
@@ -148,7 +149,7 @@ def test_tensorrt_gpu_batch_sizes_rect_shapes_and_limits(built, testdata):
 
     engine_dir, manifest = built
     _need_dynamic_batch(manifest)
-    hw = tuple(manifest["model"]["input_hw"])
+    hw = manifest.model.input_hw
     sess = load_tensorrt_session(engine_dir, manifest, "high", GPU, max_batch=MAX_BATCH)
     try:
         x = _batch(testdata, hw, MAX_BATCH)
@@ -157,7 +158,7 @@ def test_tensorrt_gpu_batch_sizes_rect_shapes_and_limits(built, testdata):
             part = sess.run(x[:n])
             assert part.shape[0] == n
             np.testing.assert_allclose(part, full[:n], atol=0.05, rtol=0.02)
-        if manifest["model"].get("dynamic_hw"):
+        if manifest.model.dynamic_hw:
             rect = _batch(testdata, (hw[0] // 2 // 32 * 32 or 32, hw[1]), 2)
             out = sess.run(rect)
             assert out.shape[0] == 2 and out.shape[1] < full.shape[1]
@@ -174,15 +175,16 @@ def test_tensorrt_gpu_refuses_foreign_or_corrupt_engines(built, tmp_path):
     _need_dynamic_batch(manifest)
     copy = tmp_path / "copy"
     shutil.copytree(engine_dir, copy)
-    m = json.loads(json.dumps(manifest))
-    entry = m["tensorrt"]["engines"]["high"]
+    m = Manifest.from_dict(json.loads(json.dumps(manifest.to_dict())), "copy")
+    assert m.tensorrt is not None and manifest.tensorrt is not None
+    entry = m.tensorrt["engines"]["high"]
     entry["key"]["trt_version"] = "0.0.1"
     from dpa_perception.backends.tensorrt.key import EngineKey
 
     entry["digest"] = EngineKey.from_dict(entry["key"]).digest()
     with pytest.raises(BackendError, match=r"was built for TensorRT 0\.0\.1 on compute capability"):
         load_tensorrt_session(copy, m, "high", GPU, max_batch=MAX_BATCH)
-    with (copy / manifest["tensorrt"]["engines"]["int8"]["file"]).open("r+b") as f:
+    with (copy / manifest.tensorrt["engines"]["int8"]["file"]).open("r+b") as f:
         f.seek(100)
         f.write(b"\0" * 64)
     with pytest.raises(BackendError, match="corrupt or was replaced"):
@@ -199,8 +201,8 @@ def test_tensorrt_gpu_dla_placement_reports_layers(trt, onnx_dir, tmp_path, test
         pytest.skip("no DLA on this machine (Jetson AGX Orin has two)")
     d = tmp_path / "dla"
     shutil.copytree(onnx_dir, d, ignore=shutil.ignore_patterns("*.engine"))
-    manifest = json.loads((d / "manifest.json").read_text())
-    manifest.pop("tensorrt", None)
+    manifest = Manifest.load(d, verify=False)
+    manifest.tensorrt = None
     dla = Placement("dla", 0, True)
     try:
         section = build_tensorrt_engines(
@@ -212,10 +214,10 @@ def test_tensorrt_gpu_dla_placement_reports_layers(trt, onnx_dir, tmp_path, test
     rep = section["engines"]["int8"]["layers"]
     assert rep["network_layers"] == rep["on_dla"] + rep["on_gpu"]
     print("int8 on dla:0:", {k: rep[k] for k in ("on_dla", "on_gpu", "fell_back_count")})
-    manifest["tensorrt"] = section
+    manifest.tensorrt = section
     sess = load_tensorrt_session(d, manifest, "int8", dla, max_batch=2)
     try:
-        x = _batch(testdata, tuple(manifest["model"]["input_hw"]), 1)
+        x = _batch(testdata, manifest.model.input_hw, 1)
         out = sess.run(x)  # padded to the static batch of 2, one row back
         assert out.shape[0] == 1 and np.isfinite(out).all()
     finally:

@@ -25,6 +25,7 @@ from dpa_perception.backends.tensorrt.key import (
     refusal_message,
 )
 from dpa_perception.core.errors import BackendError, ConfigError
+from dpa_perception.core.manifest import Manifest
 
 HINT = "`dpa-build MODEL --backend tensorrt --out DIR`"
 
@@ -213,7 +214,11 @@ def test_tensorrt_stub_only_namespace_counts_as_not_installed(monkeypatch):
 
 
 def test_tensorrt_rebuild_command_names_model_and_folder(tmp_path):
-    assert rebuild_command(tmp_path, {"model": {"path": "yolox_nano.onnx"}}) == (
+    spec = {"family": "yolox", "input_name": "images", "output_name": "output", "input_hw": [32, 32],
+            "num_classes": 80, "num_anchors": 21}
+    manifest = Manifest.from_dict({"format_version": 1, "variants": {},
+                                   "model": {"source": "yolox_nano.onnx", "sha256": "ab" * 32, "spec": spec}}, "m")
+    assert rebuild_command(tmp_path, manifest) == (
         f"`dpa-build yolox_nano.onnx --backend tensorrt --out {tmp_path}`"
     )
-    assert rebuild_command(tmp_path, {}) == f"`dpa-build MODEL --backend tensorrt --out {tmp_path}`"
+    assert rebuild_command(tmp_path, None) == f"`dpa-build MODEL --backend tensorrt --out {tmp_path}`"

@@ -13,7 +13,7 @@ import numpy as np
 from dpa_perception.backends.base import BackendSession, Placement, parse_placement
 from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions
 from dpa_perception.core.errors import ConfigError
-from dpa_perception.core.manifest import load_manifest, manifest_spec
+from dpa_perception.core.manifest import Manifest
 from dpa_perception.core.postprocess import DecodeConfig, decode_batch
 from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
 from dpa_perception.core.types import MODES, BatchResult, Mode, StageTiming
@@ -49,11 +49,11 @@ class LatencyStats:
 
 
 def _open_session(
-    engine_dir: Path, manifest: dict[str, Any], mode: Mode, backend: str, placement: Placement,
+    engine_dir: Path, manifest: Manifest, mode: Mode, backend: str, placement: Placement,
     ort_options: OrtOptions, max_batch: int,
 ) -> BackendSession:
     if backend == "onnxruntime":
-        return OnnxRuntimeSession(engine_dir / manifest["variants"][mode]["file"], placement, ort_options)
+        return OnnxRuntimeSession(manifest.variant_path(engine_dir, mode), placement, ort_options)
     from dpa_perception.backends.tensorrt.session import load_tensorrt_session
 
     return load_tensorrt_session(engine_dir, manifest, mode, placement, max_batch=max_batch)
@@ -84,13 +84,12 @@ class DualModeEngine:
         if max_batch < 1:
             raise ConfigError("max_batch must be at least 1")
         self.engine_dir = Path(engine_dir)
-        self.manifest = load_manifest(self.engine_dir, verify=verify)
-        self.spec = manifest_spec(self.manifest)
+        self.manifest = Manifest.load(self.engine_dir, verify=verify)
+        self.spec = self.manifest.model.spec
         self.backend = backend
         self.max_batch = max_batch
-        model = self.manifest["model"]
-        self.dynamic_batch = bool(model.get("dynamic_batch", False))
-        self.dynamic_hw = bool(model.get("dynamic_hw", False))
+        self.dynamic_batch = self.manifest.model.dynamic_batch
+        self.dynamic_hw = self.manifest.model.dynamic_hw
         self.decode = decode or DecodeConfig()
         self.decode.validate()
         default_place = "cpu" if backend == "onnxruntime" else "gpu"
@@ -110,13 +109,13 @@ class DualModeEngine:
         # Per-variant score calibration measured by dpa-build on the ONNX Runtime variants it
         # built; a TensorRT engine is a different build and is not calibrated here.
         self.score_offsets: dict[Mode, float] = {
-            m: float(self.manifest["variants"][m].get("score_offset", 0.0)) if backend == "onnxruntime" else 0.0
+            m: self.manifest.variants[m].score_offset if backend == "onnxruntime" else 0.0
             for m in MODES
         }
 
     @property
     def model_sha256(self) -> str:
-        return str(self.manifest["model"]["sha256"])
+        return self.manifest.model.sha256
 
     def supports(self, input_shape: str) -> bool:
         """Whether the engine can run the given input shape policy."""

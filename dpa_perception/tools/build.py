@@ -33,7 +33,7 @@ from dpa_perception.build.quantize import (
 )
 from dpa_perception.core.errors import ConfigError, DpaError, ImageError
 from dpa_perception.core.image_codec import IMAGE_SUFFIXES, read_image
-from dpa_perception.core.manifest import FORMAT_VERSION, sha256_file, write_manifest
+from dpa_perception.core.manifest import Manifest, ModelEntry, VariantEntry, sha256_file
 from dpa_perception.core.model_spec import ModelSpec, anchors_for, detect_spec, load_onnx
 from dpa_perception.core.postprocess import DecodeConfig, anchor_scores, decode_batch
 from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
@@ -384,65 +384,56 @@ def build_engine_dir(
         cache.unlink(missing_ok=True)
         import onnxruntime
 
-        manifest: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model": {
-                "source": model_path.name,
-                "sha256": sha256_file(model_path),
-                "family": spec.family,
-                "input_name": spec.input_name,
-                "input_hw": list(spec.input_hw),
-                "num_classes": spec.num_classes,
-                "num_anchors": spec.num_anchors,
-                "dynamic_batch": dyn_batch,
-                "dynamic_hw": dyn_hw,
-                "spec": spec.to_dict(),
+        manifest = Manifest(
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            model=ModelEntry.from_spec(spec, source=model_path.name, sha256=sha256_file(model_path),
+                                       dynamic_batch=dyn_batch, dynamic_hw=dyn_hw),
+            variants={
+                "high": VariantEntry("high.onnx", "fp32", sha256_file(high_path)),
+                "int8": VariantEntry("int8.onnx", "int8", sha256_file(int8_path), score_offset=score_offset,
+                                     details={"activations": "uint8 asymmetric",
+                                              "weights": "int8 symmetric per-channel", "target": "cpu"}),
+                "int8_trt": VariantEntry("int8_trt.onnx", "int8", sha256_file(trt_path),
+                                         details={"activations": "int8 symmetric",
+                                                  "weights": "int8 symmetric per-channel", "target": "tensorrt"}),
             },
-            "variants": {
-                "high": {"file": "high.onnx", "precision": "fp32", "sha256": sha256_file(high_path)},
-                "int8": {"file": "int8.onnx", "precision": "int8", "activations": "uint8 asymmetric",
-                         "weights": "int8 symmetric per-channel", "target": "cpu", "sha256": sha256_file(int8_path),
-                         "score_offset": score_offset},
-                "int8_trt": {"file": "int8_trt.onnx", "precision": "int8", "activations": "int8 symmetric",
-                             "weights": "int8 symmetric per-channel", "target": "tensorrt",
-                             "sha256": sha256_file(trt_path)},
+            sections={
+                "calibration": {"method": method, "percentile": percentile if method == "percentile" else None,
+                                "frames": len(calib), "source": str(calib_source), "held_out": len(held),
+                                "held_out_kind": held_desc},
+                "mixed_precision": {
+                    "max_error": max_error,
+                    "selection_error": curve[k],
+                    "selection_frames": "calibration + held-out",
+                    "units_total": len(units),
+                    "units_kept": sum(u.kept for u in units),
+                    "kept_nodes": sorted(kept_nodes),
+                    "strategy": chosen,
+                    "plans": plan_summary,
+                },
+                "agreement": {"int8_vs_high_held_out": final.as_dict(),
+                              "int8_vs_high_held_out_without_score_offset": uncalibrated.as_dict(),
+                              "iou": 0.5, "score_threshold": 0.3,
+                              "class_aware": True},
+                "latency_ms": {**latency, "speedup": round(speedup, 3), "batch": 1,
+                               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+                               "session": "1 intra-op thread, spinning off"},
+                "rect": rect,
+                "tools": {"dpa_perception": __version__, "onnx": onnx.__version__,
+                          "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+                          "python": platform.python_version()},
+                "build_seconds": round(time.time() - t_start, 1),
             },
-            "calibration": {"method": method, "percentile": percentile if method == "percentile" else None,
-                            "frames": len(calib), "source": str(calib_source), "held_out": len(held),
-                            "held_out_kind": held_desc},
-            "mixed_precision": {
-                "max_error": max_error,
-                "selection_error": curve[k],
-                "selection_frames": "calibration + held-out",
-                "units_total": len(units),
-                "units_kept": sum(u.kept for u in units),
-                "kept_nodes": sorted(kept_nodes),
-                "strategy": chosen,
-                "plans": plan_summary,
-            },
-            "agreement": {"int8_vs_high_held_out": final.as_dict(),
-                          "int8_vs_high_held_out_without_score_offset": uncalibrated.as_dict(),
-                          "iou": 0.5, "score_threshold": 0.3,
-                          "class_aware": True},
-            "latency_ms": {**latency, "speedup": round(speedup, 3), "batch": 1,
-                           "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-                           "session": "1 intra-op thread, spinning off"},
-            "rect": rect,
-            "tools": {"dpa_perception": __version__, "onnx": onnx.__version__,
-                      "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-                      "python": platform.python_version()},
-            "build_seconds": round(time.time() - t_start, 1),
-        }
-        write_manifest(tmp, manifest)
+        )
+        manifest.write(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.replace(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(f"dpa-build: wrote {out_dir} in {manifest['build_seconds']:.0f} s")
-    return manifest
+    log(f"dpa-build: wrote {out_dir} in {manifest.sections['build_seconds']:.0f} s")
+    return manifest.to_dict()
 
 
 def _measure_rect(high_path: Path, spec: ModelSpec, frames: list[np.ndarray], decode: DecodeConfig, runs: int) -> dict:

@@ -38,7 +38,6 @@ from dpa_perception.backends.tensorrt.key import (
     VARIANTS,
     EngineKey,
     MachineInfo,
-    ManifestModel,
     TrtFeatures,
     VariantPlan,
     detect_features,
@@ -50,7 +49,7 @@ from dpa_perception.backends.tensorrt.key import (
     validate_placements,
 )
 from dpa_perception.core.errors import BackendError, ConfigError, ManifestError
-from dpa_perception.core.manifest import sha256_file, verify_file
+from dpa_perception.core.manifest import Manifest, sha256_file, verify_file
 
 SECTION_FORMAT_VERSION = 1
 FP16_ONNX_NAME = "high_fp16.onnx"
@@ -374,17 +373,16 @@ class _Built:
 
 
 def _source_onnx(
-    engine_dir: Path, manifest: Mapping[str, Any], plan: VariantPlan, log: LogFn
+    engine_dir: Path, manifest: Manifest, plan: VariantPlan, log: LogFn
 ) -> tuple[Path, str]:
-    variants = manifest.get("variants", {})
-    entry = variants.get(plan.source) if isinstance(variants, Mapping) else None
-    if not isinstance(entry, Mapping) or "file" not in entry:
+    entry = manifest.variants.get(plan.source)
+    if entry is None:
         raise ManifestError(
             f"{engine_dir}/manifest.json has no {plan.source!r} variant, needed for the TensorRT "
             f"{plan.variant} engine: rebuild the folder with dpa-build"
         )
-    path = engine_dir / str(entry["file"])
-    digest = verify_file(path, entry.get("sha256"), f"{plan.source} ONNX")
+    path = manifest.variant_path(engine_dir, plan.source)
+    digest = verify_file(path, entry.sha256, f"{plan.source} ONNX")
     return path, digest
 
 
@@ -402,7 +400,7 @@ def _build_input(engine_dir: Path, source: Path, plan: VariantPlan, log: LogFn) 
 
 def build_tensorrt_engines(
     engine_dir: Path,
-    manifest: dict,
+    manifest: Manifest,
     *,
     placements: dict[str, Placement],
     max_batch: int,
@@ -426,13 +424,7 @@ def build_tensorrt_engines(
         machine = probe_machine(trt)
     if workspace_mib < 1:
         raise ConfigError(f"workspace_mib must be >= 1, got {workspace_mib}")
-    model = manifest.get("model")
-    if not isinstance(model, Mapping):
-        raise ManifestError(f"{engine_dir}/manifest.json has no model description")
-    try:
-        model_entry = ManifestModel.read(model)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ManifestError(f"{engine_dir}/manifest.json: model entry lacks {exc}") from exc
+    model_entry = manifest.model
     if model_entry.engine_max_batch(max_batch) != max_batch:
         say(f"the model's batch dimension is static: building batch-1 engines (max batch {max_batch} ignored)")
         max_batch, opt_batch = 1, None
@@ -660,7 +652,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from dpa_perception.backends.tensorrt.key import parse_placement_plan
     from dpa_perception.core.errors import DpaError
-    from dpa_perception.core.manifest import load_manifest, write_manifest
 
     p = argparse.ArgumentParser(
         prog="dpa-build --backend tensorrt",
@@ -679,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="timing cache file, loaded and saved (default: ENGINE_DIR/timing.cache)")
     a = p.parse_args(argv)
     try:
-        manifest = load_manifest(a.engine_dir, verify=True)
+        manifest = Manifest.load(a.engine_dir, verify=True, required=("high", "int8_trt"))
         placements = parse_placement_plan(a.placement, gpu_fallback=not a.no_gpu_fallback)
         section = build_tensorrt_engines(
             a.engine_dir,
@@ -691,8 +682,8 @@ def main(argv: list[str] | None = None) -> int:
             timing_cache=a.timing_cache or (a.engine_dir / "timing.cache"),
             log=_print_stderr,
         )
-        manifest["tensorrt"] = section
-        write_manifest(a.engine_dir, manifest)
+        manifest.tensorrt = section
+        manifest.write(a.engine_dir)
     except DpaError as exc:
         _print_stderr(f"dpa-build: error: {exc}")
         return 2

@@ -33,7 +33,7 @@ from typing import Any
 
 from dpa_perception.backends.base import Placement, parse_placement
 from dpa_perception.core.errors import BackendError, ConfigError
-from dpa_perception.core.manifest import sha256_file
+from dpa_perception.core.manifest import Manifest, sha256_file
 
 KEY_FORMAT_VERSION = 1
 DIGEST_LENGTH = 12
@@ -105,35 +105,6 @@ class ShapeProfile:
 
 def round_up(value: int, multiple: int) -> int:
     return ((int(value) + multiple - 1) // multiple) * multiple
-
-
-@dataclass(frozen=True)
-class ManifestModel:
-    """What the TensorRT build and the engine key read from a build folder's ``model`` entry."""
-
-    input_name: str
-    input_hw: list[int]
-    sha256: str
-    dynamic_batch: bool
-    dynamic_hw: bool
-
-    @classmethod
-    def read(cls, model: Mapping[str, Any]) -> ManifestModel:
-        """Raises KeyError, TypeError or ValueError for a missing or malformed field (the caller
-        words the error for its context)."""
-        return cls(
-            input_name=str(model["input_name"]),
-            input_hw=[int(v) for v in model["input_hw"]],
-            sha256=str(model["sha256"]),
-            dynamic_batch=bool(model.get("dynamic_batch", True)),
-            dynamic_hw=bool(model.get("dynamic_hw", False)),
-        )
-
-    def engine_max_batch(self, max_batch: int) -> int:
-        """The largest batch its engines are built and keyed for: ``max_batch``, except that a
-        model whose batch dimension is static (dpa-build could not make it symbolic) runs frames
-        one by one (DualModeEngine) and gets batch-1 engines whatever ``max_batch`` says."""
-        return max_batch if self.dynamic_batch else min(max_batch, 1)
 
 
 def make_profile(
@@ -530,12 +501,8 @@ def refusal_message(
     return f"{msg}: rebuild with {rebuild_hint}"
 
 
-def rebuild_command(engine_dir: Path | str, manifest: Mapping[str, Any] | None = None) -> str:
-    model = "MODEL"
-    if manifest:
-        m = manifest.get("model", {})
-        if isinstance(m, Mapping):
-            model = str(m.get("path") or m.get("source") or "MODEL")
+def rebuild_command(engine_dir: Path | str, manifest: Manifest | None = None) -> str:
+    model = (manifest.model.source if manifest is not None else "") or "MODEL"
     return f"`dpa-build {model} --backend tensorrt --out {engine_dir}`"
 
 

@@ -28,7 +28,6 @@ from dpa_perception.backends.base import Placement
 from dpa_perception.backends.tensorrt.key import (
     EngineKey,
     MachineInfo,
-    ManifestModel,
     ShapeProfile,
     check_engine_entry,
     detect_features,
@@ -40,6 +39,7 @@ from dpa_perception.backends.tensorrt.key import (
     run_batch_size,
 )
 from dpa_perception.core.errors import BackendError
+from dpa_perception.core.manifest import Manifest
 
 MAX_CACHED_SHAPES = 16
 
@@ -472,7 +472,7 @@ class TensorRTSession:
 
 
 def expected_key(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     variant: str,
     placement: Placement,
     *,
@@ -482,11 +482,11 @@ def expected_key(
 ) -> EngineKey:
     """The key an engine must have to run ``variant`` on ``placement`` on this machine."""
     plan = plan_variant(detect_features(features_trt), variant, placement)
-    try:
-        source_sha = str(manifest["variants"][plan.source]["sha256"])
-        model = ManifestModel.read(manifest.get("model", {}))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BackendError(f"manifest lacks {exc} needed to check TensorRT engines") from exc
+    source = manifest.variants.get(plan.source)
+    if source is None:
+        raise BackendError(f"manifest lacks the {plan.source!r} variant needed to check TensorRT engines")
+    source_sha = source.sha256
+    model = manifest.model
     profile = make_profile(
         model.input_hw,
         max_batch=model.engine_max_batch(max_batch),
@@ -500,7 +500,7 @@ def expected_key(
 
 def load_tensorrt_session(
     engine_dir: Path,
-    manifest: dict,
+    manifest: Manifest,
     variant: str,
     placement: Placement,
     *,
@@ -518,7 +518,7 @@ def load_tensorrt_session(
     """
     engine_dir = Path(engine_dir)
     hint = rebuild_command(engine_dir, manifest)
-    section = manifest.get("tensorrt")
+    section = manifest.tensorrt
     if not isinstance(section, Mapping) or not isinstance(section.get("engines"), Mapping):
         raise BackendError(
             f"{engine_dir}/manifest.json has no TensorRT engines: build them with {hint}"
