@@ -137,7 +137,7 @@ def test_make_bag_raw_camera_and_timeline(tmp_path: Path) -> None:
 
 
 def test_shipped_model_matches_its_description() -> None:
-    from dpa_perception.core.model_spec import detect_spec
+    from dpa_perception.build.model_detect import detect_spec
 
     model = ASSETS / "demo_detector.onnx"
     if not model.is_file():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from dpa_perception.build.model_detect import detect_spec, load_onnx
 from dpa_perception.core.errors import ModelError, UnknownFamilyError
-from dpa_perception.core.model_spec import COCO_NAMES, ModelSpec, anchors_for, detect_spec, load_onnx, with_input_hw
+from dpa_perception.core.model_spec import COCO_NAMES, ModelSpec, anchors_for, with_input_hw
 
 YOLOX = "yolox_nano.onnx"
 YOLOV8 = "yolov8n_random_calibrated_640.onnx"
@@ -165,6 +168,25 @@ def test_bad_description_file(testdata: Path, tmp_path: Path, description: str, 
     dst.with_suffix(".yaml").write_text(description)
     with pytest.raises(error, match=match):
         detect_spec(dst)
+
+
+@pytest.mark.parametrize("description", ["family: yolox\nscale: bright\n", "family: yolox\nstrides: [8, x, 32]\n",
+                                         "family: yolox\nstrides: 8\n"])  # fmt: skip
+def test_malformed_description_values(testdata: Path, tmp_path: Path, description: str) -> None:
+    """A value of the wrong type in the description file is a ModelError naming the file, not a traceback."""
+    dst = tmp_path / "det.onnx"
+    shutil.copy(testdata / "models" / YOLOX, dst)
+    dst.with_suffix(".yaml").write_text(description)
+    with pytest.raises(ModelError, match="det.yaml"):
+        detect_spec(dst)
+
+
+def test_core_model_spec_needs_no_onnx() -> None:
+    """Model detection lives with the builder: importing the core's ModelSpec loads neither onnx nor yaml."""
+    code = ("import sys, dpa_perception.core.model_spec, dpa_perception.core.manifest; "
+            "print(sorted(m for m in ('onnx', 'yaml', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # ---------------------------------------------------------------- synthetic layouts

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from dpa_perception.build.model_detect import detect_spec
 from dpa_perception.core.errors import ConfigError, ImageError
-from dpa_perception.core.model_spec import ModelSpec, detect_spec
+from dpa_perception.core.model_spec import ModelSpec
 from dpa_perception.core.postprocess import DecodeConfig, anchor_scores, decode_batch, nms
 from dpa_perception.core.preprocess import (
     LetterboxInfo,

@@ -24,6 +24,7 @@ from dpa_perception.backends.base import Placement
 from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions
 from dpa_perception.build import sensitivity as sens
 from dpa_perception.build.metrics import Agreement, agreement
+from dpa_perception.build.model_detect import detect_spec, load_onnx
 from dpa_perception.build.quantize import (
     CALIBRATION_METHODS,
     FrameReader,
@@ -34,7 +35,7 @@ from dpa_perception.build.quantize import (
 from dpa_perception.core.errors import ConfigError, DpaError, ImageError
 from dpa_perception.core.image_codec import IMAGE_SUFFIXES, read_image
 from dpa_perception.core.manifest import Manifest, ModelEntry, VariantEntry, sha256_file
-from dpa_perception.core.model_spec import ModelSpec, anchors_for, detect_spec, load_onnx
+from dpa_perception.core.model_spec import ModelSpec, anchors_for
 from dpa_perception.core.postprocess import DecodeConfig, anchor_scores, decode_batch
 from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
 from dpa_perception.core.types import Detections
