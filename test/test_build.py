@@ -12,11 +12,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from dpa_perception.build import prepare as prepare_mod
 from dpa_perception.build import sensitivity as sens
+from dpa_perception.build.calibration import load_frames, split_holdout
+from dpa_perception.build.engine_dir import BuildOptions, build_engine_dir
 from dpa_perception.build.quantize import make_dynamic, quantize_variant, upgrade_opset
 from dpa_perception.core.errors import ConfigError, DpaError, ModelError
-from dpa_perception.tools import build as build_mod
-from dpa_perception.tools.build import build_engine_dir, load_frames, split_holdout
 
 YOLOX = "yolox_nano.onnx"
 
@@ -96,7 +97,7 @@ def test_failed_build_leaves_nothing(testdata: Path, tmp_path: Path, monkeypatch
         seen.append(path)
         raise exc_type("simulated failure")
 
-    monkeypatch.setattr(build_mod, "verify_dynamic", fail)
+    monkeypatch.setattr(prepare_mod, "verify_dynamic", fail)
     calib = _one_image_calib(testdata, tmp_path)
     out = tmp_path / "engines" / "eng"
     with pytest.raises(exc_type, match="simulated"):
@@ -126,7 +127,7 @@ def test_failed_forced_rebuild_keeps_old_folder(testdata: Path, tmp_path: Path, 
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(build_mod, "verify_dynamic", fail)
+    monkeypatch.setattr(prepare_mod, "verify_dynamic", fail)
     calib = _one_image_calib(testdata, tmp_path)
     out = tmp_path / "eng"
     out.mkdir()
@@ -135,6 +136,31 @@ def test_failed_forced_rebuild_keeps_old_folder(testdata: Path, tmp_path: Path, 
         build_engine_dir(testdata / "models" / YOLOX, calib, out, force=True, progress=False, log=_quiet)
     assert (out / "manifest.json").read_text() == "{}"
     assert not _leftovers(tmp_path, "eng")
+
+
+def test_build_options_keywords(testdata: Path, tmp_path: Path) -> None:
+    """build_engine_dir takes BuildOptions field names as keywords, over an options object."""
+    model, images, out = testdata / "models" / YOLOX, testdata / "images", tmp_path / "eng"
+    with pytest.raises(ConfigError, match="--plan"):
+        build_engine_dir(model, images, out, BuildOptions(plan="fastest"), progress=False, log=_quiet)
+    with pytest.raises(ConfigError, match="--max-error"):
+        build_engine_dir(model, images, out, BuildOptions(plan="prefix"), max_error=-0.1, log=_quiet)
+    with pytest.raises(TypeError):
+        build_engine_dir(model, images, out, no_such_option=1, log=_quiet)
+    assert not out.exists()
+
+
+def test_cli_defaults_are_build_options_defaults() -> None:
+    """dpa-build's argparse defaults come from BuildOptions (one source of truth)."""
+    from dpa_perception.tools.build import make_parser, options_from
+
+    a = make_parser().parse_args(["m.onnx", "--calib", "c", "--out", "o"])
+    assert options_from(a) == BuildOptions()
+    a = make_parser().parse_args(["m.onnx", "--calib", "c", "--out", "o", "--calibration", "entropy", "--plan", "prefix",
+                                  "--max-error", "0.1", "--calib-frames", "8", "--topics", "/a", "/b", "--force",
+                                  "--no-progress"])  # fmt: skip
+    assert options_from(a) == BuildOptions(method="entropy", plan="prefix", max_error=0.1, calib_frames=8,
+                                           topics=["/a", "/b"], force=True, progress=False)  # fmt: skip
 
 
 # ---------------------------------------------------------------- calibration frames

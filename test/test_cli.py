@@ -167,3 +167,23 @@ def test_build_existing_out(testdata: Path, tmp_path: Path, capsys: pytest.Captu
     _, err = capsys.readouterr()
     assert rc == 2
     assert "--force" in _one_error_line(err, "dpa-build")
+
+
+def test_build_malformed_description(testdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = tmp_path / "det.onnx"
+    model.write_bytes((testdata / "models" / "yolox_nano.onnx").read_bytes())
+    model.with_suffix(".yaml").write_text("family: yolox\nscale: bright\n")
+    rc = build.main([str(model), "--calib", str(testdata / "images"), "--out", str(tmp_path / "eng"), "--no-progress"])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert "det.yaml" in _one_error_line(err, "dpa-build")
+    assert not (tmp_path / "eng").exists()
+
+
+def test_build_missing_calib(testdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = build.main([str(testdata / "models" / "yolox_nano.onnx"), "--calib", str(tmp_path / "no_such_calib"),
+                     "--out", str(tmp_path / "eng"), "--no-progress"])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert "no_such_calib" in err.splitlines()[-1] and err.splitlines()[-1].startswith("dpa-build: error:")
+    assert not (tmp_path / "eng").exists()

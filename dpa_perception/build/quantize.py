@@ -166,3 +166,27 @@ def quantize_variant(
         extra_options=extra,
         calibration_cache_path=str(calibration_cache),
     )
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """One calibration pass, cached in ``cache`` and reused for every variant quantized from
+    ``high_path``: the sensitivity probes, the plan candidates, the CPU and the TensorRT files."""
+
+    high_path: Path
+    cache: Path
+    reader: FrameReader
+    method: str
+    percentile: float
+    all_nodes: tuple[str, ...]  # every quantizable node, in graph order
+
+    def quantize_nodes(self, out_path: Path, nodes: Sequence[str], target: str = "cpu") -> Path:
+        """``out_path`` with exactly ``nodes`` quantized."""
+        quantize_variant(self.high_path, out_path, target=target, nodes_to_quantize=nodes,
+                         calibration_cache=self.cache, reader=self.reader, method=self.method,
+                         percentile=self.percentile, op_types=None)  # fmt: skip
+        return out_path
+
+    def quantize_except(self, out_path: Path, target: str, kept: set[str]) -> Path:
+        """``out_path`` with every quantizable node quantized except ``kept``."""
+        return self.quantize_nodes(out_path, [n for n in self.all_nodes if n not in kept], target)

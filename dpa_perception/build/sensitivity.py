@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+from tqdm import tqdm
 
 QUANTIZABLE_ACTIVATIONS = ("Sigmoid", "Mul", "Relu", "LeakyRelu", "HardSwish", "HardSigmoid", "Clip")
 
@@ -122,3 +124,9 @@ def smallest_sufficient(n: int, error_of: Callable[[int], float], max_error: flo
 def rank(units: Sequence[Unit]) -> list[Unit]:
     """Units by decreasing sensitivity (NaN last)."""
     return sorted(units, key=lambda u: -u.sensitivity if not np.isnan(u.sensitivity) else np.inf)
+
+
+def probe(units: Sequence[Unit], error_of: Callable[[Unit], float], progress: bool = True) -> None:
+    """Set each unit's ``sensitivity`` to ``error_of(unit)`` (the error with that unit alone quantized)."""
+    for u in tqdm(units, desc="sensitivity", disable=not progress, file=sys.stderr):
+        u.sensitivity = error_of(u)
