@@ -31,10 +31,8 @@ IMAGES = ("dog.jpg", "uadetrac_MVI_20011_img00001.jpg", "kitti_000008.png", "rtt
 
 def _require_tensorrt_and_cuda():
     pytest.importorskip("tensorrt", reason="TensorRT Python package not installed")
-    from dpa_perception.backends.tensorrt.key import (
-        current_compute_capability,
-        import_tensorrt,
-    )
+    from dpa_perception.backends.tensorrt.features import import_tensorrt
+    from dpa_perception.backends.tensorrt.probe import current_compute_capability
 
     try:
         trt = import_tensorrt()  # a stub-only 'tensorrt' namespace imports but has no Builder
@@ -43,7 +41,7 @@ def _require_tensorrt_and_cuda():
     if current_compute_capability() is None:
         pytest.skip("no CUDA device answered (cuda-python, libcuda, torch, nvidia-smi)")
     try:
-        from dpa_perception.backends.tensorrt.session import select_device_memory
+        from dpa_perception.backends.tensorrt.memory import select_device_memory
 
         select_device_memory().close()
     except BackendError as exc:

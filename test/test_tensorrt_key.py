@@ -7,23 +7,19 @@ import hashlib
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
 from dpa_perception.backends.tensorrt.key import (
     EngineKey,
-    ShapeProfile,
     check_engine_entry,
     compare,
-    current_compute_capability,
-    import_tensorrt,
     is_engine_file_name,
-    probe_machine,
     rebuild_command,
     refusal_message,
 )
+from dpa_perception.backends.tensorrt.profiles import ShapeProfile
 from dpa_perception.core.errors import BackendError, ConfigError
 from dpa_perception.core.manifest import Manifest
 
@@ -179,38 +175,6 @@ def test_tensorrt_profile_coverage_rules(tmp_path):
     assert compare(dla8, dla4) != []
     with pytest.raises(ConfigError):
         ShapeProfile((2, 3, 416, 416), (1, 3, 416, 416), (4, 3, 416, 416))
-
-
-def test_tensorrt_probe_machine_uses_injected_probes():
-    fake_trt = types.SimpleNamespace(__version__="10.3.0")
-
-    def broken(_dev):
-        raise RuntimeError("driver mismatch")
-
-    calls = []
-
-    def orin(dev):
-        calls.append(dev)
-        return "8.7"
-
-    info = probe_machine(fake_trt, probes=[broken, lambda _d: None, orin])
-    assert (info.trt_version, info.compute_capability) == ("10.3.0", "8.7")
-    assert calls == [0]
-    assert current_compute_capability(probes=[lambda _d: None]) is None
-    with pytest.raises(BackendError, match="cannot determine the GPU compute capability"):
-        probe_machine(fake_trt, probes=[lambda _d: None])
-    with pytest.raises(BackendError, match="TensorRT is not installed"):
-        probe_machine(types.SimpleNamespace(), probes=[orin])
-
-
-def test_tensorrt_stub_only_namespace_counts_as_not_installed(monkeypatch):
-    # tensorrt-stubs installs a bare 'tensorrt' namespace package: importable, but no Builder.
-    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
-    with pytest.raises(BackendError, match="no Builder"):
-        import_tensorrt()
-    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
-    with pytest.raises(BackendError, match="TensorRT is not installed"):
-        import_tensorrt()
 
 
 def test_tensorrt_rebuild_command_names_model_and_folder(tmp_path):
