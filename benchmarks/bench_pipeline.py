@@ -43,10 +43,9 @@ sys.path.insert(0, str(REPO))
 
 from dpa_perception.backends.onnxruntime_backend import OrtOptions
 from dpa_perception.bags.reader import iter_images
-from dpa_perception.core.pipeline import PipelineConfig
 from dpa_perception.demo.weather import WeatherSpec, parse_weather
 from dpa_perception.inference.engine import DualModeEngine
-from dpa_perception.tools.replay import run_replay
+from dpa_perception.replay.run import run_replay
 
 BAG = REPO.parent / "shared" / "testdata" / "bags" / "uadetrac_roadside_compressed_sqlite3"
 NS = 1_000_000_000
@@ -158,8 +157,9 @@ def main() -> int:
           f"backend {args.backend}, {args.threads} thread(s); budget {args.budget_ms:g} ms; "
           f"warm-up inference p50 int8 {lat['int8']:.1f} ms, high {lat['high']:.1f} ms (batch 1)")
 
-    def cfg() -> PipelineConfig:
-        return PipelineConfig(precision_mode="auto", latency_budget_ms=args.budget_ms, max_batch=args.max_batch)
+    values = {"engine_dir": str(args.engine), "backend": args.backend, "precision_mode": "auto",
+              "latency_budget_ms": args.budget_ms, "max_batch": args.max_batch,
+              "ort_intra_op_threads": args.threads}  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="dpa_bench_") as tmp:
         root = args.keep or Path(tmp)
@@ -168,7 +168,7 @@ def main() -> int:
         def replay(name: str, bags: list[Path], pace: str, weather: WeatherSpec | None = None) -> tuple[Path, float]:
             out = root / name
             t = time.perf_counter()
-            run_replay(bags, engine, out, config=cfg(), pace=pace, weather=weather, progress=False)
+            run_replay(bags, values, out, pace=pace, weather=weather, progress=False, engine=engine)
             return out, time.perf_counter() - t
 
         out, wall = replay("roadside_realtime", [BAG], "realtime")

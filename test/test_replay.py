@@ -12,11 +12,11 @@ import pytest
 
 from dpa_perception.bags.reader import iter_images
 from dpa_perception.core.errors import BagError
-from dpa_perception.core.pipeline import PipelineConfig
 from dpa_perception.core.topics import detection_topic
 from dpa_perception.demo.weather import parse_weather
 from dpa_perception.inference.engine import DualModeEngine
-from dpa_perception.tools.replay import main, run_replay
+from dpa_perception.replay.run import run_replay
+from dpa_perception.tools.replay import main
 
 ROADSIDE = "uadetrac_roadside_compressed_sqlite3"
 TOPIC = "/roadside_cam/image_raw/compressed"
@@ -86,8 +86,8 @@ def auto_run(roadside: Path, yolox_engine_dir: Path, tmp_path_factory: pytest.Te
 
 
 def replay(engine: DualModeEngine, bag: Path, out: Path, **kw: Any) -> dict[str, Any]:
-    cfg = PipelineConfig(precision_mode=kw.pop("mode", "auto"))
-    return run_replay([bag], engine, out, config=cfg, pace="fast", progress=False, **kw)
+    values = {"engine_dir": str(engine.engine_dir), "precision_mode": kw.pop("mode", "auto")}
+    return run_replay([bag], values, out, pace="fast", progress=False, engine=engine, **kw)
 
 
 # ---------------------------------------------------------------------------- the roadside bag, auto

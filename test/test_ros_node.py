@@ -263,12 +263,12 @@ def test_detections_label_info_and_lifecycle(make: Any, frame: np.ndarray) -> No
 
     assert h.transition(Transition.TRANSITION_DEACTIVATE)
     assert h.state() == "inactive" and not list(h.node.subscriptions)
-    assert h.node._engine is not None, "deactivate keeps the engine"
+    assert h.node._runtime is not None and h.node._runtime.engine is not None, "deactivate keeps the engine"
     assert h.transition(Transition.TRANSITION_ACTIVATE)
     publish_until(h, raw_pub, lambda: raw_msg(h.client, frame, "cam0_optical"), f"{ns}/cam0/detections")
     assert h.transition(Transition.TRANSITION_DEACTIVATE)
     assert h.transition(Transition.TRANSITION_CLEANUP)
-    assert h.state() == "unconfigured" and h.node._engine is None
+    assert h.state() == "unconfigured" and h.node._runtime is None
 
 
 def test_malformed_input_flags_only_that_camera(make: Any, frame: np.ndarray) -> None:
@@ -341,15 +341,15 @@ def test_live_parameters(make: Any) -> None:
     res = node.set_parameters([Parameter("latency_budget_ms", value=4000.0)])[0]
     assert res.successful, res.reason
     assert node.get_parameter("latency_budget_ms").value == 4000.0
-    assert node._pipeline.stats()["latency"]["budget_ms"] == pytest.approx(4000.0)
+    assert node._runtime.pipeline.stats()["latency"]["budget_ms"] == pytest.approx(4000.0)
     res = node.set_parameters([Parameter("leave_high_threshold", value=0.9)])[0]
     assert not res.successful and "enter_high_threshold" in res.reason
     res = node.set_parameters([Parameter("max_batch", value=2)])[0]
     assert not res.successful and "read-only" in res.reason
     res = node.set_parameters([Parameter("score_threshold", value=0.5)])[0]
-    assert res.successful and node._engine.decode.score_threshold == pytest.approx(0.5)
+    assert res.successful and node._runtime.engine.decode.score_threshold == pytest.approx(0.5)
     res = node.set_parameters([Parameter("class_filter", value=[2, 7])])[0]
-    assert res.successful and node._engine.decode.class_filter == frozenset({2, 7})
+    assert res.successful and node._runtime.engine.decode.class_filter == frozenset({2, 7})
     res = node.set_parameters([Parameter("class_filter", value=["car"])])[0]
     assert not res.successful
     res = node.set_parameters([Parameter("precision_mode", value="high")])[0]

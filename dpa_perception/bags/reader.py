@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from dpa_perception.core.errors import BagError
-from dpa_perception.core.image_codec import decode_compressed, decode_raw
+from dpa_perception.core.image_codec import decode_message
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -30,10 +30,7 @@ class BagImage:
 
     def decode(self) -> np.ndarray:
         """The frame as BGR uint8 (raises ImageError for a malformed payload)."""
-        m = self.msg
-        if self.msgtype == COMPRESSED_TYPE:
-            return decode_compressed(m.format, m.data)
-        return decode_raw(m.encoding, int(m.height), int(m.width), int(m.step), m.data)
+        return decode_message(self.msg, self.msgtype == COMPRESSED_TYPE)
 
 
 def _open(paths: Sequence[Path]):  # -> rosbags AnyReader

@@ -7,36 +7,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpa_perception.core.errors import ConfigError
-from dpa_perception.core.types import MODES, PRECISION_MODES, Mode
+from dpa_perception.core import node_params as P
+from dpa_perception.core.types import MODES, Mode
 
 
 @dataclass
 class GovernorConfig:
-    """Policy settings; all of them are safe to change while running."""
+    """Policy settings; all of them are safe to change while running.
 
-    precision_mode: str = "auto"  # auto | int8 | high
-    latency_budget_ms: float = 85.0
-    safety_margin_ms: float = 10.0
-    enter_high_threshold: float = 0.5  # visibility degradation that calls for high precision
-    leave_high_threshold: float = 0.35  # ... and the level it must fall under to go back to INT8
-    min_dwell_frames: int = 10  # frames a visibility-driven choice is held before it may flip back
+    Defaults and ranges are the node parameter table's (:mod:`dpa_perception.core.node_params`).
+    """
+
+    precision_mode: str = P.default("precision_mode")  # auto | int8 | high
+    latency_budget_ms: float = P.default("latency_budget_ms")
+    safety_margin_ms: float = P.default("safety_margin_ms")
+    enter_high_threshold: float = P.default("enter_high_threshold")  # degradation that calls for high precision
+    leave_high_threshold: float = P.default("leave_high_threshold")  # ... and the level to fall under to leave it
+    min_dwell_frames: int = P.default("min_dwell_frames")  # frames a visibility-driven choice is held
 
     def validate(self) -> None:
-        if self.precision_mode not in PRECISION_MODES:
-            raise ConfigError(f"precision_mode must be one of {', '.join(PRECISION_MODES)}, not {self.precision_mode!r}")
-        if not 1.0 <= self.latency_budget_ms <= 10_000.0:
-            raise ConfigError(f"latency_budget_ms {self.latency_budget_ms} is outside [1, 10000]")
-        if not 0.0 <= self.safety_margin_ms < self.latency_budget_ms:
-            raise ConfigError(f"safety_margin_ms {self.safety_margin_ms} must be >= 0 and below the budget")
-        for name in ("enter_high_threshold", "leave_high_threshold"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"{name} {v} is outside [0, 1]")
-        if self.leave_high_threshold > self.enter_high_threshold:
-            raise ConfigError("leave_high_threshold must not exceed enter_high_threshold (hysteresis)")
-        if not 0 <= self.min_dwell_frames <= 10_000:
-            raise ConfigError(f"min_dwell_frames {self.min_dwell_frames} is outside [0, 10000]")
+        P.check_fields(self)
 
 
 class LatencyModel:

@@ -6,6 +6,7 @@ Used by the ROS node and the rosbag replay alike, without cv_bridge.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,6 +21,17 @@ RAW_ENCODINGS: dict[str, tuple[int, int | None]] = {
     "bgra8": (4, cv2.COLOR_BGRA2BGR),
     "rgba8": (4, cv2.COLOR_RGBA2BGR),
 }
+
+
+def decode_message(msg: Any, compressed: bool) -> np.ndarray:
+    """A sensor_msgs/CompressedImage (``compressed``) or sensor_msgs/Image message as BGR uint8.
+
+    Duck-typed on the message fields, so rclpy messages and rosbags-deserialised ones take the same
+    path (the node and the replay both call this). Raises :class:`ImageError` for a bad payload.
+    """
+    if compressed:
+        return decode_compressed(msg.format, msg.data)
+    return decode_raw(msg.encoding, int(msg.height), int(msg.width), int(msg.step), msg.data)
 
 
 def decode_raw(encoding: str, height: int, width: int, step: int, data: bytes | np.ndarray) -> np.ndarray:

@@ -104,6 +104,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               live=True, min=0, max=10000),
     ParamSpec("visibility_every_n", INT, 1, "Estimate visibility on every n-th frame per camera.", live=True,
               min=1, max=1000),
+    ParamSpec("stamp_trust_s", DOUBLE, 10.0,
+              "A header stamp further than this from the receiving clock is not a capture time: the frame's "
+              "age is counted from its arrival instead (untrusted_stamps on /diagnostics).", live=True,
+              min=0.001, max=1e6),
     # ---- decoding (live)
     ParamSpec("score_threshold", DOUBLE, 0.3, "Minimum detection score (also LabelInfo.threshold).",
               live=True, min=0.0, max=1.0),
@@ -152,6 +156,7 @@ PIPELINE_FIELDS: dict[str, str] = {
     "leave_high_threshold": "leave_high_threshold",
     "min_dwell_frames": "min_dwell_frames",
     "visibility_every_n": "visibility_every_n",
+    "stamp_trust_s": "stamp_trust_s",
 }
 DECODE_FIELDS: dict[str, str] = {
     "score_threshold": "score_threshold",
@@ -159,6 +164,26 @@ DECODE_FIELDS: dict[str, str] = {
     "class_agnostic_nms": "class_agnostic",
     "class_filter": "class_filter",
 }
+
+
+def default(name: str) -> Any:
+    """The default of one parameter (the one source of defaults for the config dataclasses and CLIs)."""
+    d = SPECS[name].default
+    return list(d) if isinstance(d, list) else d
+
+
+def check_fields(obj: Any) -> None:
+    """Every attribute of ``obj`` named like a parameter is checked against the table (type, range,
+    choices; strings exactly as the table spells them) and the cross-parameter rules that apply."""
+    present = {name: getattr(obj, name) for name in SPECS if hasattr(obj, name)}
+    for name, value in present.items():
+        spec = SPECS[name]
+        if coerce(spec, value) != value or (spec.type == INT and isinstance(value, float)):
+            raise ConfigError(f"{name} must be one of {', '.join(spec.choices)}, not {value!r}"
+                              if spec.choices else f"{name} {value!r} is not a valid {spec.type}")
+    if all(k in present for k in ("leave_high_threshold", "enter_high_threshold", "safety_margin_ms",
+                                  "latency_budget_ms")):
+        _check_live_cross(present)
 
 
 def defaults() -> dict[str, Any]:

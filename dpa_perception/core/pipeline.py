@@ -7,45 +7,57 @@ dropped by age, and rolling statistics for diagnostics.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from dpa_perception.core.errors import ConfigError, ImageError
+from dpa_perception.core import node_params as P
+from dpa_perception.core.errors import ConfigError, DpaError, ImageError
 from dpa_perception.core.governor import GovernorConfig, PrecisionGovernor
-from dpa_perception.core.types import INPUT_SHAPE_POLICIES, MODES, Detections, Mode
+from dpa_perception.core.image_codec import decode_message
+from dpa_perception.core.postprocess import DecodeConfig
+from dpa_perception.core.types import MODES, NS_PER_S, BatchResult, Detections, FrameStatus, Mode
 from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
 
-NS = 1_000_000_000
+NS = NS_PER_S
 STAMP_WINDOW = 100  # header stamps kept per camera to estimate the source rate and the loss
 
 
 @dataclass
 class PipelineConfig(GovernorConfig):
-    """Governor policy plus scheduling settings (``max_batch`` and ``input_shape`` are structural)."""
+    """Governor policy plus scheduling settings (``max_batch`` and ``input_shape`` are structural).
 
-    max_batch: int = 4
-    input_shape: str = "square"
-    visibility_every_n: int = 1
+    Defaults and ranges come from the node's parameter table (:mod:`dpa_perception.core.node_params`).
+    """
+
+    max_batch: int = P.default("max_batch")
+    input_shape: str = P.default("input_shape")
+    visibility_every_n: int = P.default("visibility_every_n")
+    stamp_trust_s: float = P.default("stamp_trust_s")
     stale_after_s: float = 2.0  # a camera with no frame for this long is reported stale
 
     STRUCTURAL = ("max_batch", "input_shape")
 
     def validate(self) -> None:
         super().validate()
-        if not 1 <= self.max_batch <= 64:
-            raise ConfigError(f"max_batch {self.max_batch} is outside [1, 64]")
-        if self.input_shape not in INPUT_SHAPE_POLICIES:
-            raise ConfigError(f"input_shape must be one of {', '.join(INPUT_SHAPE_POLICIES)}")
-        if not 1 <= self.visibility_every_n <= 1000:
-            raise ConfigError(f"visibility_every_n {self.visibility_every_n} is outside [1, 1000]")
         if self.stale_after_s <= 0:
             raise ConfigError("stale_after_s must be positive")
+
+
+class InferenceEngine(Protocol):
+    """What the pipeline needs of an engine (DualModeEngine, a TensorRT one, a test fake)."""
+
+    decode: DecodeConfig
+
+    def supports(self, input_shape: str) -> bool: ...
+
+    def infer(self, frames: Sequence[np.ndarray], mode: Mode, input_shape: str = "square") -> BatchResult: ...
 
 
 @dataclass
@@ -55,12 +67,14 @@ class FrameResult:
     camera: str
     stamp_ns: int
     meta: Any
-    status: str  # processed | dropped
+    status: FrameStatus
     mode: Mode | None
-    reason: str  # decision reason, or why it was dropped (stale, replaced)
+    reason: str  # decision reason, why it was dropped (stale, late, replaced) or rejected (the error)
     detections: Detections = field(default_factory=Detections.empty)
     timing_ms: dict[str, float] = field(default_factory=dict)
     visibility: VisibilityReport | None = None
+    batch: int = 0  # frames in the inference call this frame ran in (0: not run)
+    frame: np.ndarray | None = None  # the decoded frame, when submitted with keep_frame (debug images)
 
 
 @dataclass
@@ -71,6 +85,7 @@ class _Pending:
     decode_ms: float
     arrived_ns: int  # on the steady clock
     age_at_arrival_ns: int  # stamp to arrival on the stamp clock, never negative
+    keep_frame: bool = False
 
     def age_ns(self, steady_now_ns: int) -> int:
         """Capture stamp to ``steady_now_ns``: the age at arrival plus steady time since (never negative)."""
@@ -104,6 +119,7 @@ class _Camera:
         self.last_error = ""
         self.last_error_ns = 0
         self.last_arrival_ns: int | None = None  # steady clock
+        self.untrusted_stamps = 0  # header stamps too far from the receiving clock to be capture times
         self.last_age_ns = 0  # age of the newest frame at its arrival
         self.future_stamps = 0  # frames stamped ahead of the receiving clock (age clamped to 0)
         self.arrivals: deque[int] = deque(maxlen=30)
@@ -165,7 +181,7 @@ class Pipeline:
 
     def __init__(
         self,
-        engine: Any,  # DualModeEngine or anything with infer(frames, mode, input_shape) and supports()
+        engine: InferenceEngine,
         config: PipelineConfig | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         visibility: VisibilityEstimator | None = None,
@@ -189,6 +205,9 @@ class Pipeline:
         self._running = False
         self.worker_errors = 0
         self.last_worker_error = ""
+        self._busy = False  # the worker is inside step()
+        self._weather_visibility: float | None = None
+        self._weather_precipitation = False
         self._seed_latency_model()
 
     # ------------------------------------------------------------------ inputs
@@ -206,36 +225,80 @@ class Pipeline:
         with self._lock:
             self._cams.setdefault(camera, _Camera(camera))
 
-    def submit(self, camera: str, frame: np.ndarray, stamp_ns: int, meta: Any = None, decode_ms: float = 0.0) -> None:
+    def submit(self, camera: str, frame: np.ndarray, stamp_ns: int, meta: Any = None, decode_ms: float = 0.0,
+               keep_frame: bool = False) -> None:
         """Put ``frame`` in ``camera``'s slot; an older unprocessed frame there is dropped (replaced)."""
         age = self.clock_ns() - stamp_ns
         now = self.steady_ns()
+        trusted = abs(age) <= self.config.stamp_trust_s * NS
         with self._lock:
             cam = self._cams.setdefault(camera, _Camera(camera))
             cam.received += 1
             cam.arrivals.append(now)
-            cam.stamps.append(stamp_ns)
-            if age < 0:
-                cam.future_stamps += 1
+            if trusted:
+                cam.stamps.append(stamp_ns)
+                cam.future_stamps += age < 0
+            else:  # stamp 0, an unsynchronised camera clock: not a capture time; age from the arrival
+                cam.untrusted_stamps += 1
+                age = 0
             cam.last_arrival_ns, cam.last_age_ns = now, max(0, age)
             if cam.pending is not None:
                 old = cam.pending
                 cam.dropped += 1
                 self._dropped.append(FrameResult(camera, old.stamp_ns, old.meta, "dropped", None, "replaced"))
-            cam.pending = _Pending(frame, stamp_ns, meta, decode_ms, now, max(0, age))
+            cam.pending = _Pending(frame, stamp_ns, meta, decode_ms, now, max(0, age), keep_frame)
             self._ready.notify()
 
-    def report_input_error(self, camera: str, message: str) -> None:
-        """Record a malformed input on ``camera``; the camera stays served."""
+    def report_input_error(self, camera: str, message: str, stamp_ns: int = 0, meta: Any = None) -> FrameResult:
+        """Record a malformed input on ``camera`` (the camera stays served); its "rejected" result."""
         with self._lock:
             cam = self._cams.setdefault(camera, _Camera(camera))
             cam.received += 1
             cam.input_errors += 1
             cam.last_error = message
             cam.last_error_ns = self.steady_ns()
+        return FrameResult(camera, stamp_ns, meta, "rejected", None, message)
 
-    def set_external_weather(self, visibility_m: float | None, precipitation: bool, stamp_s: float) -> None:
-        self.visibility.set_external(visibility_m, precipitation, stamp_s)
+    def submit_message(self, camera: str, msg: Any, compressed: bool, stamp_ns: int, meta: Any = None,
+                       keep_frame: bool = False,
+                       transform: Callable[[np.ndarray], np.ndarray] | None = None) -> FrameResult | None:
+        """Decode a sensor_msgs Image/CompressedImage and submit it; a malformed one is rejected on its camera.
+
+        The node and the replay both feed frames through here (the replay's ``transform`` adds
+        synthetic weather to the decoded frame). Returns the "rejected" result, or None.
+        """
+        t0 = time.perf_counter()
+        try:
+            frame = decode_message(msg, compressed)
+            if transform is not None:
+                frame = transform(frame)
+        except DpaError as exc:
+            return self.report_input_error(camera, str(exc), stamp_ns, meta)
+        except Exception as exc:  # anything else a broken payload can raise (cv2.error...)
+            return self.report_input_error(camera, f"{type(exc).__name__}: {exc}", stamp_ns, meta)
+        self.submit(camera, frame, stamp_ns, meta, (time.perf_counter() - t0) * 1e3, keep_frame)
+        return None
+
+    def report_weather(self, visibility_m: float | None = None, precipitation: bool | None = None) -> None:
+        """Merge a partial external weather report (a road weather station) into the last one.
+
+        Visibility NaN or negative means "unknown" (as the node's weather topic documents); a field
+        not given keeps its last value. Stamped on ``clock_ns``, the clock visibility is estimated on.
+        """
+        with self._lock:
+            if visibility_m is not None:
+                v = float(visibility_m)
+                self._weather_visibility = v if math.isfinite(v) and v >= 0.0 else None
+            if precipitation is not None:
+                self._weather_precipitation = bool(precipitation)
+            vis, rain = self._weather_visibility, self._weather_precipitation
+        self.visibility.set_external(vis, rain, self.clock_ns() / NS)
+
+    def set_decode(self, decode: DecodeConfig) -> None:
+        """Swap the engine's decode settings (validated first; the worker reads one object per batch)."""
+        decode.validate()
+        with self._lock:
+            self.engine.decode = decode
 
     def update(self, **changes: Any) -> None:
         """Change live-safe settings (validated as a whole; nothing changes on error)."""
@@ -246,17 +309,16 @@ class Pipeline:
         structural = [k for k in changes if k in PipelineConfig.STRUCTURAL and changes[k] != getattr(self.config, k)]
         if structural:
             raise ConfigError(f"{', '.join(structural)} can only change through reconfigure")
-        new = replace(self.config, **changes)
-        new.validate()
         with self._lock:
-            for k, v in changes.items():
-                setattr(self.config, k, v)
+            new = replace(self.config, **changes)
+            new.validate()
+            self.config = new  # swapped whole: a scheduling round works from one consistent config
 
     # ------------------------------------------------------------------ processing
 
-    def _take_batch(self, now: int) -> tuple[list[tuple[_Camera, _Pending]], list[FrameResult]]:
+    def _take_batch(self, now: int, cfg: PipelineConfig) -> tuple[list[tuple[_Camera, _Pending]], list[FrameResult]]:
         """Under the lock: pop ready frames, fairest first, dropping those already too old."""
-        budget_ns = self.config.latency_budget_ms * 1e6
+        budget_ns = cfg.latency_budget_ms * 1e6
         dropped = self._dropped
         self._dropped = []
         ready = []
@@ -273,13 +335,14 @@ class Pipeline:
             ready.append(cam)
         ready.sort(key=lambda c: c.last_served_ns)
         taken = []
-        for cam in ready[: self.config.max_batch]:
+        for cam in ready[: cfg.max_batch]:
             assert cam.pending is not None
             taken.append((cam, cam.pending))
             cam.pending = None
         return taken, dropped
 
-    def _shed(self, batch: list[tuple[_Camera, _Pending]], now: int) -> tuple[list[tuple[_Camera, _Pending]], list[FrameResult]]:
+    def _shed(self, batch: list[tuple[_Camera, _Pending]], now: int,
+              cfg: PipelineConfig) -> tuple[list[tuple[_Camera, _Pending]], list[FrameResult]]:
         """Fit the batch into the budget even in INT8.
 
         Frames of the most recently served cameras go back to their slots first (fair shedding);
@@ -300,7 +363,7 @@ class Pipeline:
                         cam.pending = p
                 continue
             cam, p = batch[0]
-            budget = self.config.latency_budget_ms
+            budget = cfg.latency_budget_ms
             cost = pred + self.governor.post_ms if pred is not None else 0.0
             # Drop only a frame that is late because it waited: when even a fresh frame cannot make
             # the budget (engine slower than the budget) keep publishing, late and counted.
@@ -317,9 +380,10 @@ class Pipeline:
         """Run one scheduling round: at most one batch per mode. Returns every frame it resolved."""
         now = self.steady_ns()
         with self._lock:
-            batch, results = self._take_batch(now)
-            cfg = replace(self.config)
-        batch, late = self._shed(batch, now)
+            cfg = self.config
+            self.governor.config = cfg  # the governor decides on the same settings as the rest of the round
+            batch, results = self._take_batch(now, cfg)
+        batch, late = self._shed(batch, now, cfg)
         results += late
         if not batch:
             return results
@@ -358,7 +422,8 @@ class Pipeline:
                         "postprocess": round(res.timing.postprocess_ms / n, 3),
                         "e2e": round(p.age_ns(done) / 1e6, 3),
                     }
-                    r = FrameResult(cam.name, p.stamp_ns, p.meta, "processed", mode, reason, dets, timing, vis)
+                    r = FrameResult(cam.name, p.stamp_ns, p.meta, "processed", mode, reason, dets, timing, vis, n,
+                                    p.frame if p.keep_frame else None)
                     cam.processed += 1
                     cam.last_served_ns = done
                     if timing["e2e"] > cfg.latency_budget_ms:
@@ -378,8 +443,9 @@ class Pipeline:
         def loop() -> None:
             while self._running:
                 with self._lock:
-                    if not any(c.pending for c in self._cams.values()) and not self._dropped:
+                    if not self._has_pending():
                         self._ready.wait(timeout=0.1)
+                    self._busy = True
                 if not self._running:
                     break
                 try:
@@ -388,9 +454,41 @@ class Pipeline:
                 except Exception as exc:  # one bad batch must not stop the worker for every camera
                     self.worker_errors += 1
                     self.last_worker_error = f"{type(exc).__name__}: {exc}"
+                finally:
+                    with self._lock:
+                        self._busy = False
+                        self._ready.notify_all()  # wakes drain()
 
         self._worker = threading.Thread(target=loop, name="dpa-inference", daemon=True)
         self._worker.start()
+
+    def _has_pending(self) -> bool:
+        return bool(self._dropped) or any(c.pending is not None for c in self._cams.values())
+
+    def has_pending(self) -> bool:
+        """Whether any frame waits in a slot (or a dropped one waits to be reported)."""
+        with self._lock:
+            return self._has_pending()
+
+    def drain(self, timeout_s: float = 5.0) -> list[FrameResult]:
+        """Resolve every frame still waiting in a slot.
+
+        Without a worker: step until none is left and return the results. With the worker running:
+        wait (at most ``timeout_s``) until it has resolved them (its callback gets the results) and
+        return an empty list.
+        """
+        if self._worker is None:
+            out: list[FrameResult] = []
+            while True:
+                with self._lock:
+                    if not self._has_pending():
+                        return out
+                out += self.step()
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while (self._busy or self._has_pending()) and (left := deadline - time.monotonic()) > 0:
+                self._ready.wait(timeout=min(left, 0.1))
+        return []
 
     def stop(self) -> None:
         self._running = False
@@ -427,6 +525,7 @@ class Pipeline:
                     "source_rate_hz": round(source_hz, 2) if source_hz is not None else None,
                     "estimated_loss_pct": round(100.0 * loss, 1) if loss is not None else None,
                     "future_stamps": c.future_stamps,
+                    "untrusted_stamps": c.untrusted_stamps,
                     "stamp_age_ms": round((c.last_age_ns + now - c.last_arrival_ns) / 1e6, 1)
                     if c.last_arrival_ns is not None else None,
                     "received": c.received, "processed": c.processed, "dropped": c.dropped,

@@ -13,6 +13,11 @@ PrecisionMode = Literal["auto", "int8", "high"]
 PRECISION_MODES: tuple[PrecisionMode, ...] = ("auto", "int8", "high")
 InputShapePolicy = Literal["square", "rect"]
 INPUT_SHAPE_POLICIES: tuple[InputShapePolicy, ...] = ("square", "rect")
+# What happened to one input frame: run through the detector, dropped unprocessed (stale, late,
+# replaced by a newer frame of its camera), or rejected as malformed before it reached the pipeline.
+FrameStatus = Literal["processed", "dropped", "rejected"]
+FRAME_STATUSES: tuple[FrameStatus, ...] = ("processed", "dropped", "rejected")
+NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)

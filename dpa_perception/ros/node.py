@@ -21,10 +21,8 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
@@ -39,14 +37,10 @@ from rclpy.lifecycle import State, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Bool, Float32, Header
 
-from dpa_perception.backends.onnxruntime_backend import OrtOptions
 from dpa_perception.core import node_params as P
-from dpa_perception.core.diagnostics import DiagnosticsBuilder, StatusRecord
+from dpa_perception.core.diagnostics import StatusRecord
 from dpa_perception.core.errors import ConfigError, DpaError
-from dpa_perception.core.image_codec import decode_compressed, decode_raw
-from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.topics import debug_image_topic, is_compressed
-from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.ros.conversions import (
     VisionTypes,
     annotate,
@@ -58,6 +52,7 @@ from dpa_perception.ros.conversions import (
     vision_types,
 )
 from dpa_perception.ros.qos import camera_qos, latched_qos, output_qos
+from dpa_perception.runtime import Runtime, assemble
 
 NODE_NAME = "dpa_perception"
 WARN_THROTTLE_S = 5.0
@@ -89,21 +84,11 @@ def descriptor_for(spec: P.ParamSpec) -> ParameterDescriptor:
     return d
 
 
-@dataclass
-class _FrameMeta:
-    """What travels with a frame through the pipeline: the input header, the frame for the debug image."""
-
-    header: Any
-    frame: np.ndarray | None = None
-
-
 class DpaPerceptionNode(LifecycleNode):
     """Multi-camera dual-precision detector as a managed (lifecycle) node."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
-        self._engine: DualModeEngine | None = None
-        self._engine_desc: dict[str, Any] | None = None
-        self._pipeline: Any = None
+        self._runtime: Runtime | None = None
         self._pipeline_running = False
         self._values: dict[str, Any] = {}
         self._declare_errors: list[str] = []
@@ -116,12 +101,9 @@ class DpaPerceptionNode(LifecycleNode):
         self._active = False
         self._lock = threading.Lock()  # guards _active and the publishers against the worker thread
         self._last_warn: dict[str, float] = {}
-        self._weather_visibility: float | None = None
-        self._weather_precipitation = False
         self._class_names: list[str] = []
         self._vision: VisionTypes | None = None
         super().__init__(node_name, **kwargs)
-        self._diag = DiagnosticsBuilder(prefix=self.get_name(), hardware_id=self._fq_name())
         self._declare_parameters()
         self._values = self._read_values()
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -152,8 +134,12 @@ class DpaPerceptionNode(LifecycleNode):
         if not changes:
             return SetParametersResult(successful=True)
         try:
-            live = P.validate_live_update(self._values, changes)
-            self._apply_live(live)
+            if self._runtime is not None:
+                live = self._runtime.apply_live(changes)  # validates all, then applies (the pipeline swaps decode)
+                if "score_threshold" in live:
+                    self._publish_label_info(live["score_threshold"])
+            else:  # not configured: validate only; configure reads the parameters
+                live = P.validate_live_update(self._values, changes)
         except DpaError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         except Exception as exc:  # never let an exception escape into rclpy's set path
@@ -161,23 +147,6 @@ class DpaPerceptionNode(LifecycleNode):
         self._values.update(live)
         self.get_logger().info("parameters updated: " + ", ".join(f"{k}={v}" for k, v in live.items()))
         return SetParametersResult(successful=True)
-
-    def _apply_live(self, live: dict[str, Any]) -> None:
-        """Apply validated live changes to the running pipeline/engine (all checks before any change)."""
-        merged = {**self._values, **live}
-        decode = None
-        if self._engine is not None and P.touches_decode(live):
-            decode = DecodeConfig(**P.decode_kwargs(merged), max_detections=self._engine.decode.max_detections)
-            decode.validate()
-        changes = P.pipeline_changes(live)
-        if self._pipeline is not None and changes:
-            self._pipeline.update(**changes)  # validates; raises ConfigError before changing anything
-        if decode is not None and self._engine is not None:
-            self._engine.decode = decode  # swapped whole: the worker reads one consistent object per batch
-            if "score_threshold" in live:
-                self._publish_label_info(decode.score_threshold)
-        self._diag.latency_error_after_s = float(merged["latency_error_after_s"])
-        self._diag.degraded_threshold = float(merged["enter_high_threshold"])
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -196,7 +165,7 @@ class DpaPerceptionNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             self._release()
             return TransitionCallbackReturn.FAILURE
-        d = self._engine_desc or {}
+        d = self._runtime.engine_desc if self._runtime is not None else {}
         places = ", ".join(f"{m} on {v.get('placement')}" for m, v in (d.get("variants") or {}).items())
         self.get_logger().info(
             f"configured: {d.get('backend')} engine {str(d.get('model_sha256', ''))[:12]} ({places}), "
@@ -211,7 +180,8 @@ class DpaPerceptionNode(LifecycleNode):
                 return ret
             with self._lock:
                 self._active = True
-            self._pipeline.start(self._on_result)
+            assert self._runtime is not None
+            self._runtime.pipeline.start(self._on_result)
             self._pipeline_running = True
             self._subscribe()
             self._publish_label_info(self._values["score_threshold"])
@@ -249,43 +219,16 @@ class DpaPerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------ setup / teardown
 
     def _load(self, values: dict[str, Any]) -> None:
-        from dpa_perception.core.pipeline import Pipeline, PipelineConfig
-
-        pcfg = PipelineConfig(**P.pipeline_kwargs(values))
-        pcfg.validate()
-        decode = DecodeConfig(**P.decode_kwargs(values))
-        decode.validate()
-        kwargs: dict[str, Any] = {"gpu_fallback": values["gpu_fallback"]}
-        placements = {m: P.resolved_placement(values, m) for m in ("int8", "high")}
-        self._engine = DualModeEngine(
-            values["engine_dir"],
-            backend=values["backend"],
-            placements=placements,
-            ort_options=OrtOptions(intra_op_threads=values["ort_intra_op_threads"]),
-            decode=decode,
-            max_batch=values["max_batch"],
-            **kwargs,
-        )
-        if not self._engine.supports(values["input_shape"]):
-            raise ConfigError(
-                f"input_shape {values['input_shape']} needs an engine with dynamic height/width; "
-                "this one is fixed: use input_shape square or rebuild with dynamic shapes"
-            )
-        self._engine.warmup(input_shape=values["input_shape"])
-        self._engine_desc = self._engine.describe()
-        self._class_names = list(self._engine.spec.class_names)
         # ages: node clock at arrival + steady time since (a coarse /clock under use_sim_time stays exact)
-        self._pipeline = Pipeline(self._engine, pcfg, clock_ns=self._now_ns, steady_ns=time.monotonic_ns)
-        for cam in values["camera_topics"]:
-            self._pipeline.add_camera(cam)
+        rt = self._runtime = assemble(values, clock_ns=self._now_ns, steady_ns=time.monotonic_ns,
+                                      prefix=self.get_name(), hardware_id=self._fq_name())  # fmt: skip
+        self._class_names = rt.class_names
         vision = self._vision = vision_types()
         for cam, out in zip(values["camera_topics"], values["detection_topics"]):
             self._det_pubs[cam] = self.create_lifecycle_publisher(vision.Detection2DArray, out, output_qos(10))
             if values["publish_debug_image"]:
                 self._debug_pubs[cam] = self.create_lifecycle_publisher(Image, debug_image_topic(out), output_qos(1))
         self._label_pub = self.create_lifecycle_publisher(vision.LabelInfo, "~/label_info", latched_qos())
-        self._diag.latency_error_after_s = float(values["latency_error_after_s"])
-        self._diag.degraded_threshold = float(values["enter_high_threshold"])
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(values["diagnostics_period_s"], self._publish_diagnostics)
 
@@ -311,8 +254,8 @@ class DpaPerceptionNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        if self._pipeline is not None and self._pipeline_running:
-            self._pipeline.stop()  # joins the worker; _active is already False, nothing more is published
+        if self._runtime is not None and self._pipeline_running:
+            self._runtime.pipeline.stop()  # joins the worker; _active is already False, nothing more is published
         self._pipeline_running = False
 
     def _release(self) -> None:
@@ -330,11 +273,9 @@ class DpaPerceptionNode(LifecycleNode):
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
             self._diag_pub = None
-        self._pipeline = None
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
-        self._engine_desc = None
+        if self._runtime is not None:
+            self._runtime.close()
+            self._runtime = None
         self._last_warn.clear()
 
     # ------------------------------------------------------------------ inputs
@@ -349,31 +290,17 @@ class DpaPerceptionNode(LifecycleNode):
         return cb
 
     def _on_image(self, camera: str, msg: Any, compressed: bool) -> None:
-        pipeline = self._pipeline
-        if not self._active or pipeline is None:
+        rt = self._runtime
+        if not self._active or rt is None:
             return
-        t0 = time.perf_counter()
-        try:
-            if compressed:
-                frame = decode_compressed(msg.format, msg.data)
-            else:
-                frame = decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data)
-        except DpaError as exc:
-            self._input_error(camera, str(exc))
-            return
-        except Exception as exc:  # anything else a broken payload can raise (cv2.error...)
-            self._input_error(camera, f"{type(exc).__name__}: {exc}")
-            return
-        decode_ms = (time.perf_counter() - t0) * 1e3
         debug = self._debug_pubs.get(camera)
         keep_frame = debug is not None and debug.get_subscription_count() > 0
         stamp = stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
-        meta = _FrameMeta(msg.header, frame if keep_frame else None)
-        pipeline.submit(camera, frame, stamp, meta=meta, decode_ms=decode_ms)
+        rejected = rt.pipeline.submit_message(camera, msg, compressed, stamp, msg.header, keep_frame=keep_frame)
+        if rejected is not None:
+            self._warn_rejected(camera, rejected.reason)
 
-    def _input_error(self, camera: str, message: str) -> None:
-        if self._pipeline is not None:
-            self._pipeline.report_input_error(camera, message)
+    def _warn_rejected(self, camera: str, message: str) -> None:
         # Throttled per camera by hand: rclpy's throttle_duration_sec keys its state on the call site,
         # so one camera's errors would hide another's.
         now = time.monotonic()
@@ -385,23 +312,12 @@ class DpaPerceptionNode(LifecycleNode):
             )
 
     def _on_visibility(self, msg: Any) -> None:
-        v = float(msg.data)
-        self._weather_visibility = v if math.isfinite(v) and v >= 0.0 else None
-        self._push_weather()
+        if self._runtime is not None:
+            self._runtime.pipeline.report_weather(visibility_m=float(msg.data))
 
     def _on_precipitation(self, msg: Any) -> None:
-        self._weather_precipitation = bool(msg.data)
-        self._push_weather()
-
-    def _push_weather(self) -> None:
-        if self._pipeline is None:
-            return
-        try:
-            self._pipeline.set_external_weather(
-                self._weather_visibility, self._weather_precipitation, self._now_ns() / 1e9
-            )
-        except DpaError as exc:
-            self.get_logger().warning(f"external weather report ignored: {exc}")
+        if self._runtime is not None:
+            self._runtime.pipeline.report_weather(precipitation=bool(msg.data))
 
     # ------------------------------------------------------------------ outputs
 
@@ -409,8 +325,7 @@ class DpaPerceptionNode(LifecycleNode):
         """Worker thread: publish one processed frame (dropped frames publish nothing)."""
         if result.status != "processed":
             return
-        meta = result.meta
-        header = meta.header if isinstance(meta, _FrameMeta) else meta
+        header = result.meta
         if header is None:
             header = Header()
         try:
@@ -425,11 +340,10 @@ class DpaPerceptionNode(LifecycleNode):
                 debug = self._debug_pubs.get(result.camera)
                 if (
                     debug is not None
-                    and isinstance(meta, _FrameMeta)
-                    and meta.frame is not None
+                    and result.frame is not None
                     and debug.get_subscription_count() > 0
                 ):
-                    img = annotate(meta.frame, result.detections, self._class_names)
+                    img = annotate(result.frame, result.detections, self._class_names)
                     debug.publish(image_msg(header, img, Image))
         except Exception as exc:  # the worker thread must survive a bad message
             self.get_logger().error(f"publishing {result.camera}: {type(exc).__name__}: {exc}")
@@ -445,8 +359,8 @@ class DpaPerceptionNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         now_ns = self._now_ns()
         try:
-            stats = self._pipeline.stats() if self._pipeline is not None else {}
-            records = self._diag.build(stats, self._engine_desc, now_s=now_ns / 1e9, active=self._active)
+            rt = self._runtime
+            records = rt.status(now_ns, self._active) if rt is not None else []
         except Exception as exc:  # diagnostics must report, not crash the timer
             msg = f"statistics unavailable: {type(exc).__name__}: {exc}"
             records = [StatusRecord(f"{self.get_name()}: node", 2, msg, hardware_id=self._fq_name())]

@@ -1,0 +1,64 @@
+"""The replay's summary.json: counts, latency percentiles, modes, detections, visibility, per camera."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpa_perception.core.pipeline import PipelineConfig
+
+STAGES = ("queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess")
+
+
+def percentiles(a: np.ndarray) -> dict[str, float | None]:
+    """p50 / p95 / p99 of ``a`` rounded to 0.01 (None when empty)."""
+    if not len(a):
+        return {"p50": None, "p95": None, "p99": None}
+    return {k: round(float(np.percentile(a, q)), 2) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+
+
+def summarize(frames: list[dict[str, Any]], stats: dict[str, Any], config: PipelineConfig, engine: dict[str, Any], *,
+              pace: str, weather: str, bags: Sequence[Path], topics: Sequence[str], written: int) -> dict[str, Any]:
+    proc = [f for f in frames if f["status"] == "processed"]
+    e2e = np.array([f["e2e_ms"] for f in proc], np.float64)
+    stages = {s: percentiles(np.array([f["timing_ms"][s] for f in proc], np.float64)) for s in STAGES}
+    classes: Counter[str] = Counter()
+    for f in proc:
+        classes.update(f.get("classes", {}))
+    vis = np.array([f["visibility"]["score"] for f in proc if f.get("visibility")], np.float64)
+    labels = Counter(f["visibility"]["label"] for f in proc if f.get("visibility"))
+    drops = Counter(f["reason"] for f in frames if f["status"] == "dropped")
+    over = int(np.sum(e2e > config.latency_budget_ms))
+    return {
+        "bags": [str(b) for b in bags],
+        "topics": list(topics),
+        "pace": pace,
+        "precision_mode": config.precision_mode,
+        "weather": weather,
+        "budget_ms": config.latency_budget_ms,
+        "input_shape": config.input_shape,
+        "max_batch": config.max_batch,
+        "engine": engine,
+        "frames_in": len(frames),
+        "frames_processed": len(proc),
+        "frames_dropped": sum(1 for f in frames if f["status"] == "dropped"),
+        "frames_rejected": sum(1 for f in frames if f["status"] == "rejected"),
+        "drop_reasons": dict(drops),
+        "deadline_misses": int(drops.get("stale", 0) + drops.get("late", 0) + over),
+        "processed_over_budget": over,
+        "latency_ms": percentiles(e2e),
+        "stage_latency_ms": stages,
+        "batch_sizes": dict(sorted(Counter(f["batch"] for f in proc).items())),
+        "frames_per_mode": stats["precision"]["frames_per_mode"],
+        "switches": stats["precision"]["switches"],
+        "detections_total": int(sum(f["detections"] for f in proc)),
+        "detections_per_class": dict(classes.most_common()),
+        "detection_messages_written": written,
+        "visibility": {"mean": round(float(vis.mean()), 3) if len(vis) else None,
+                       "max": round(float(vis.max()), 3) if len(vis) else None, "labels": dict(labels)},
+        "per_camera": stats["cameras"],
+    }
