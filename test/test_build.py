@@ -69,6 +69,26 @@ def test_bad_options(testdata: Path, tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("option", "value", "flag"), [("calib_frames", 0, "--calib-frames"), ("bench_runs", 0, "--bench-runs"),
+                                                  ("percentile", 150.0, "--percentile"), ("percentile", 0.0, "--percentile"),
+                                                  ("max_kept_fraction", 1.5, "--max-kept-fraction")])  # fmt: skip
+def test_option_ranges(testdata: Path, tmp_path: Path, option: str, value: float, flag: str) -> None:
+    """Out-of-range numbers are refused before anything is read, naming the option."""
+    out = tmp_path / "eng"
+    with pytest.raises(ConfigError, match=flag):
+        build_engine_dir(testdata / "models" / YOLOX, testdata / "images", out, progress=False, log=_quiet,
+                         **{option: value})  # fmt: skip
+    assert not out.exists()
+
+
+def test_out_is_a_file(testdata: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eng"
+    out.write_text("not a folder")
+    with pytest.raises(ConfigError, match="not a folder"):
+        build_engine_dir(testdata / "models" / YOLOX, testdata / "images", out, force=True, progress=False, log=_quiet)
+    assert out.read_text() == "not a folder"
+
+
 def test_corrupt_model(testdata: Path, tmp_path: Path) -> None:
     bad = tmp_path / "broken.onnx"
     bad.write_bytes((testdata / "models" / YOLOX).read_bytes()[:50_000])

@@ -73,6 +73,14 @@ class BuildOptions:
             raise ConfigError(f"--plan must be auto or one of {', '.join(PLANS)}")
         if not 0.0 <= self.max_error <= 1.0:
             raise ConfigError("--max-error must be within [0, 1]")
+        if not 0.0 <= self.max_kept_fraction <= 1.0:
+            raise ConfigError("--max-kept-fraction must be within [0, 1]")
+        if not 0.0 < self.percentile <= 100.0:
+            raise ConfigError("--percentile must be within (0, 100]")
+        if self.calib_frames < 1:
+            raise ConfigError("--calib-frames must be at least 1")
+        if self.bench_runs < 1:
+            raise ConfigError("--bench-runs must be at least 1")
 
 
 # ---------------------------------------------------------------- steps before the temp folder
@@ -296,6 +304,8 @@ def build(model_path: Path, calib_source: Path, out_dir: Path, opts: BuildOption
     opts.validate()
     if out_dir.exists() and not opts.force:
         raise ConfigError(f"{out_dir} exists; pass --force to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} exists and is not a folder; --force replaces only an engine folder")
     started = time.time()
     model, spec = prepare_model(model_path, log)
     frames = load_calibration(calib_source, opts, log)
