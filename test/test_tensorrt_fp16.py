@@ -57,3 +57,71 @@ def test_tensorrt_fp16_conversion_refuses_graphs_it_cannot_type(tmp_path):
     with pytest.raises(BackendError, match="ModelOpt AutoCast"):
         convert_onnx_to_fp16(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
     del onnx
+
+
+def _graph(nodes, inits, outputs=("y",)):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def _f32(values, name):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.asarray(values, np.float32), name)
+
+
+def test_fp16_pass_keeps_an_fp32_copy_of_an_initializer_also_read_as_resize_scales():
+    from onnx import TensorProto, helper
+
+    m = _graph([helper.make_node("Mul", ["x", "s"], ["m"]),
+                helper.make_node("Resize", ["m", "", "s"], ["y"], mode="nearest")], [_f32([1, 1, 2, 2], "s")])
+    out = convert_onnx_to_fp16(m)  # "s" is a Mul operand (FP16) and Resize scales (FP32 copy)
+    inits = {t.name: t.data_type for t in out.graph.initializer}
+    assert inits == {"s": TensorProto.FLOAT16, "s__fp32": TensorProto.FLOAT}
+    resize = next(n for n in out.graph.node if n.op_type == "Resize")
+    mul = next(n for n in out.graph.node if n.op_type == "Mul")
+    assert resize.input[2] == "s__fp32" and mul.input[1] == "s"
+    m = _graph([helper.make_node("Mul", ["x", "k"], ["m"]),
+                helper.make_node("Resize", ["m", "", "s"], ["y"], mode="nearest")],
+               [_f32([1e6], "k"), _f32([1, 1, 2, 2], "s")])
+    out = convert_onnx_to_fp16(m)
+    inits = {t.name: t for t in out.graph.initializer}
+    assert inits["s"].data_type == TensorProto.FLOAT  # only feeds Resize scales
+    assert inits["k"].data_type == TensorProto.FLOAT16
+    from onnx import numpy_helper
+
+    assert float(numpy_helper.to_array(inits["k"])[0]) == 65504.0  # clipped to the FP16 range
+
+
+def test_fp16_pass_constants_casts_and_io_types():
+    from onnx import TensorProto, helper
+
+    const = helper.make_node("Constant", [], ["c"], value=_f32([1, 1, 2, 2], "cv"))
+    only_scales = _graph([const, helper.make_node("Resize", ["x", "", "c"], ["y"], mode="nearest")], [])
+    out = convert_onnx_to_fp16(only_scales)
+    c = next(n for n in out.graph.node if n.op_type == "Constant")
+    assert c.attribute[0].t.data_type == TensorProto.FLOAT
+    both = _graph([const, helper.make_node("Resize", ["x", "", "c"], ["r"], mode="nearest"),
+                   helper.make_node("Mul", ["r", "c"], ["y"])], [])
+    with pytest.raises(BackendError, match="feeds both FP32-only and FP16 inputs"):
+        convert_onnx_to_fp16(both)
+    casts = _graph([helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT32),
+                    helper.make_node("Cast", ["i"], ["y"], to=TensorProto.FLOAT)], [])
+    kept = convert_onnx_to_fp16(casts)
+    assert kept.graph.node[0].name == "x__to_fp16" and kept.graph.node[-1].name == "y__to_fp32"
+    assert kept.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    inner = [n for n in kept.graph.node if n.op_type == "Cast" and n.input[0] == "i"]
+    assert inner[0].attribute[0].i == TensorProto.FLOAT16
+    retyped = convert_onnx_to_fp16(casts, keep_io_types=False)
+    assert retyped.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+    assert retyped.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+    # a graph output read by another node: the reader follows the renamed FP16 tensor
+    two = _graph([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["y"], ["z"])], [], ("y", "z"))
+    out = convert_onnx_to_fp16(two)
+    neg = next(n for n in out.graph.node if n.op_type == "Neg")
+    assert list(neg.input) == ["y__fp16"]
