@@ -188,6 +188,10 @@ def test_tensorrt_args_defaults(monkeypatch):
         "int8=gpu,high=gpu", False, 8, None, 1024, None)
     monkeypatch.setenv("DPA_TRT_MAX_BATCH", "3")
     assert _tensorrt_parser().parse_args([]).max_batch == 3
+    monkeypatch.setenv("DPA_TRT_MAX_BATCH", "many")
+    with pytest.raises(SystemExit):
+        _tensorrt_parser().parse_args([])
+    assert _tensorrt_parser().parse_args(["--max-batch", "4"]).max_batch == 4
 
 
 class _Recorder:

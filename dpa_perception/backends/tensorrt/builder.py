@@ -251,7 +251,9 @@ def add_tensorrt_args(parser: argparse.ArgumentParser) -> None:
                    help="per-variant placement, e.g. int8=dla:0,high=gpu (default: both on gpu)")
     g.add_argument("--no-gpu-fallback", action="store_true",
                    help="DLA variants fail to build instead of running unsupported layers on the GPU")
-    g.add_argument("--max-batch", type=int, default=int(os.environ.get("DPA_TRT_MAX_BATCH", "8")),
+    # a string default goes through type=int when the option is not given: a bad $DPA_TRT_MAX_BATCH
+    # is argparse's one-line usage error, not a traceback
+    g.add_argument("--max-batch", type=int, default=os.environ.get("DPA_TRT_MAX_BATCH", "8"),
                    help="largest batch (cameras per call) the engines accept (default 8, or $DPA_TRT_MAX_BATCH)")
     g.add_argument("--opt-batch", type=int, default=None, help="batch the tuner optimises for (default: max)")
     g.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace limit in MiB (default 1024)")
