@@ -164,6 +164,8 @@ def _delete(path: str) -> Any:
 MALFORMED = [
     ("format_version", _set("format_version", 2), "format"),
     ("format_version true", _set("format_version", True), "format"),
+    ("format_version float", _set("format_version", 1.0), "format"),
+    ("format_version missing", _delete("format_version"), "format None"),
     ("no model", _delete("model"), "no model description"),
     ("model a list", _set("model", []), "model must be a JSON object"),
     ("model null", _set("model", None), "model must be a JSON object, not null"),

@@ -296,7 +296,7 @@ class Manifest:
         if not isinstance(d, dict):
             raise ManifestError(f"{where}: manifest must be a JSON object, not {_type_name(d)}")
         version = d.get("format_version")
-        if isinstance(version, bool) or version != FORMAT_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
             raise ManifestError(f"{where}: unsupported manifest format {version!r} (this version reads "
                                 f"{FORMAT_VERSION}); rebuild with dpa-build")
         if "model" not in d:
