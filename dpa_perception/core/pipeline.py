@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,12 +20,15 @@ from dpa_perception.core import node_params as P
 from dpa_perception.core.errors import ConfigError, DpaError, ImageError
 from dpa_perception.core.governor import GovernorConfig, PrecisionGovernor
 from dpa_perception.core.image_codec import decode_message
+from dpa_perception.core.pipeline_state import CameraState as _Camera
+from dpa_perception.core.pipeline_state import FrameResult, Pending, RollingStats, stamp_loss
 from dpa_perception.core.postprocess import DecodeConfig
-from dpa_perception.core.types import MODES, NS_PER_S, BatchResult, Detections, FrameStatus, Mode
+from dpa_perception.core.types import MODES, NS_PER_S, BatchResult, Mode
 from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
 
+__all__ = ["FrameResult", "InferenceEngine", "Pipeline", "PipelineConfig", "RollingStats", "stamp_loss"]
+
 NS = NS_PER_S
-STAMP_WINDOW = 100  # header stamps kept per camera to estimate the source rate and the loss
 
 
 @dataclass
@@ -58,116 +60,6 @@ class InferenceEngine(Protocol):
     def supports(self, input_shape: str) -> bool: ...
 
     def infer(self, frames: Sequence[np.ndarray], mode: Mode, input_shape: str = "square") -> BatchResult: ...
-
-
-@dataclass
-class FrameResult:
-    """What happened to one input frame."""
-
-    camera: str
-    stamp_ns: int
-    meta: Any
-    status: FrameStatus
-    mode: Mode | None
-    reason: str  # decision reason, why it was dropped (stale, late, replaced) or rejected (the error)
-    detections: Detections = field(default_factory=Detections.empty)
-    timing_ms: dict[str, float] = field(default_factory=dict)
-    visibility: VisibilityReport | None = None
-    batch: int = 0  # frames in the inference call this frame ran in (0: not run)
-    frame: np.ndarray | None = None  # the decoded frame, when submitted with keep_frame (debug images)
-
-
-@dataclass
-class _Pending:
-    frame: np.ndarray
-    stamp_ns: int
-    meta: Any
-    decode_ms: float
-    arrived_ns: int  # on the steady clock
-    age_at_arrival_ns: int  # stamp to arrival on the stamp clock, never negative
-    keep_frame: bool = False
-
-    def age_ns(self, steady_now_ns: int) -> int:
-        """Capture stamp to ``steady_now_ns``: the age at arrival plus steady time since (never negative)."""
-        return self.age_at_arrival_ns + max(0, steady_now_ns - self.arrived_ns)
-
-
-def stamp_loss(stamps: Sequence[int]) -> tuple[float | None, float | None]:
-    """(source rate in Hz, estimated loss fraction) from the header stamps of the frames that arrived.
-
-    The source period is the 10th percentile of the positive stamp steps (robust to lost frames,
-    which only make steps longer, and to jitter); the frames the camera sent over the window are the
-    stamp span over that period. ``(None, None)`` until enough frames have arrived.
-    """
-    if len(stamps) < 5:
-        return None, None
-    ordered = np.sort(np.asarray(stamps, np.int64))
-    steps = np.diff(ordered)
-    steps = steps[steps > 0]
-    if len(steps) < 4:
-        return None, None
-    period = float(np.percentile(steps, 10))
-    expected = (ordered[-1] - ordered[0]) / period + 1.0
-    return NS / period, float(min(1.0, max(0.0, 1.0 - len(ordered) / expected)))
-
-
-class _Camera:
-    def __init__(self, name: str):
-        self.name = name
-        self.pending: _Pending | None = None
-        self.received = self.processed = self.dropped = self.misses = self.input_errors = 0
-        self.last_error = ""
-        self.last_error_ns = 0
-        self.last_arrival_ns: int | None = None  # steady clock
-        self.untrusted_stamps = 0  # header stamps too far from the receiving clock to be capture times
-        self.last_age_ns = 0  # age of the newest frame at its arrival
-        self.future_stamps = 0  # frames stamped ahead of the receiving clock (age clamped to 0)
-        self.arrivals: deque[int] = deque(maxlen=30)
-        self.stamps: deque[int] = deque(maxlen=STAMP_WINDOW)
-        self.last_served_ns = 0
-        self.frame_index = 0
-        self.visibility: VisibilityReport | None = None
-
-
-class RollingStats:
-    """Bounded windows of latencies and counters for diagnostics and summaries."""
-
-    STAGES = ("queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "e2e")
-
-    def __init__(self, window: int = 1024):
-        self.stages: dict[str, deque[float]] = {s: deque(maxlen=window) for s in self.STAGES}
-        self.frames_per_mode = dict.fromkeys(MODES, 0)
-        self.switches = 0
-        self.over_budget = 0
-        self.last_mode: Mode | None = None
-        self.camera_mode: dict[str, Mode] = {}
-        self.last_reason = ""
-        self.over_budget_since_ns: int | None = None
-
-    def add(self, r: FrameResult, budget_ms: float, now_ns: int) -> None:
-        for s in self.STAGES:
-            if s in r.timing_ms:
-                self.stages[s].append(r.timing_ms[s])
-        assert r.mode is not None
-        self.frames_per_mode[r.mode] += 1
-        previous = self.camera_mode.get(r.camera)
-        if previous is not None and r.mode != previous:
-            self.switches += 1  # counted per camera: two cameras in different modes do not "switch"
-        self.camera_mode[r.camera] = r.mode
-        self.last_mode, self.last_reason = r.mode, r.reason
-        if r.timing_ms["e2e"] > budget_ms:
-            self.over_budget += 1
-            if self.over_budget_since_ns is None:
-                self.over_budget_since_ns = now_ns
-        else:
-            self.over_budget_since_ns = None
-
-    def percentiles(self, stage: str) -> dict[str, float | None]:
-        v = self.stages[stage]
-        if not v:
-            return {"p50": None, "p95": None, "p99": None}
-        a = np.asarray(v)
-        return {k: round(float(np.percentile(a, q)), 3) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
 
 
 class Pipeline:
@@ -246,7 +138,7 @@ class Pipeline:
                 old = cam.pending
                 cam.dropped += 1
                 self._dropped.append(FrameResult(camera, old.stamp_ns, old.meta, "dropped", None, "replaced"))
-            cam.pending = _Pending(frame, stamp_ns, meta, decode_ms, now, max(0, age), keep_frame)
+            cam.pending = Pending(frame, stamp_ns, meta, decode_ms, now, max(0, age), keep_frame)
             self._ready.notify()
 
     def report_input_error(self, camera: str, message: str, stamp_ns: int = 0, meta: Any = None) -> FrameResult:
@@ -316,7 +208,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ processing
 
-    def _take_batch(self, now: int, cfg: PipelineConfig) -> tuple[list[tuple[_Camera, _Pending]], list[FrameResult]]:
+    def _take_batch(self, now: int, cfg: PipelineConfig) -> tuple[list[tuple[_Camera, Pending]], list[FrameResult]]:
         """Under the lock: pop ready frames, fairest first, dropping those already too old."""
         budget_ns = cfg.latency_budget_ms * 1e6
         dropped = self._dropped
@@ -341,8 +233,8 @@ class Pipeline:
             cam.pending = None
         return taken, dropped
 
-    def _shed(self, batch: list[tuple[_Camera, _Pending]], now: int,
-              cfg: PipelineConfig) -> tuple[list[tuple[_Camera, _Pending]], list[FrameResult]]:
+    def _shed(self, batch: list[tuple[_Camera, Pending]], now: int,
+              cfg: PipelineConfig) -> tuple[list[tuple[_Camera, Pending]], list[FrameResult]]:
         """Fit the batch into the budget even in INT8.
 
         Frames of the most recently served cameras go back to their slots first (fair shedding);
@@ -387,7 +279,7 @@ class Pipeline:
         results += late
         if not batch:
             return results
-        groups: dict[Mode, list[tuple[_Camera, _Pending, VisibilityReport | None, str]]] = {m: [] for m in MODES}
+        groups: dict[Mode, list[tuple[_Camera, Pending, VisibilityReport | None, str]]] = {m: [] for m in MODES}
         vis_ms = dict.fromkeys((id(p) for _, p in batch), 0.0)
         for cam, p in batch:
             vis = cam.visibility
@@ -508,29 +400,7 @@ class Pipeline:
             cams = {}
             vis_reports = []
             for name, c in self._cams.items():
-                if c.last_arrival_ns is None:
-                    state = "rejecting" if c.input_errors else "waiting"
-                elif (now - c.last_arrival_ns) / NS > cfg.stale_after_s:
-                    state = "rejecting" if c.last_error_ns > c.last_arrival_ns else "stale"
-                elif c.last_error_ns > c.last_arrival_ns:
-                    state = "rejecting"
-                else:
-                    state = "active"
-                arr = list(c.arrivals)
-                rate = (len(arr) - 1) / ((arr[-1] - arr[0]) / NS) if len(arr) > 1 and arr[-1] > arr[0] else 0.0
-                source_hz, loss = stamp_loss(c.stamps)
-                cams[name] = {
-                    "state": state,
-                    "input_rate_hz": round(rate, 2),
-                    "source_rate_hz": round(source_hz, 2) if source_hz is not None else None,
-                    "estimated_loss_pct": round(100.0 * loss, 1) if loss is not None else None,
-                    "future_stamps": c.future_stamps,
-                    "untrusted_stamps": c.untrusted_stamps,
-                    "stamp_age_ms": round((c.last_age_ns + now - c.last_arrival_ns) / 1e6, 1)
-                    if c.last_arrival_ns is not None else None,
-                    "received": c.received, "processed": c.processed, "dropped": c.dropped,
-                    "deadline_misses": c.misses, "input_errors": c.input_errors, "last_error": c.last_error,
-                }
+                cams[name] = c.snapshot(now, cfg.stale_after_s)
                 if c.visibility is not None:
                     vis_reports.append(c.visibility)
             s = self.stats_window

@@ -1,0 +1,153 @@
+"""Per-camera state, frame results and rolling statistics of the pipeline."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dpa_perception.core.types import MODES, NS_PER_S, Detections, FrameStatus, Mode
+from dpa_perception.core.visibility import VisibilityReport
+
+NS = NS_PER_S
+STAMP_WINDOW = 100  # header stamps kept per camera to estimate the source rate and the loss
+
+
+@dataclass
+class FrameResult:
+    """What happened to one input frame."""
+
+    camera: str
+    stamp_ns: int
+    meta: Any
+    status: FrameStatus
+    mode: Mode | None
+    reason: str  # decision reason, why it was dropped (stale, late, replaced) or rejected (the error)
+    detections: Detections = field(default_factory=Detections.empty)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    visibility: VisibilityReport | None = None
+    batch: int = 0  # frames in the inference call this frame ran in (0: not run)
+    frame: np.ndarray | None = None  # the decoded frame, when submitted with keep_frame (debug images)
+
+
+@dataclass
+class Pending:
+    frame: np.ndarray
+    stamp_ns: int
+    meta: Any
+    decode_ms: float
+    arrived_ns: int  # on the steady clock
+    age_at_arrival_ns: int  # stamp to arrival on the stamp clock, never negative
+    keep_frame: bool = False
+
+    def age_ns(self, steady_now_ns: int) -> int:
+        """Capture stamp to ``steady_now_ns``: the age at arrival plus steady time since (never negative)."""
+        return self.age_at_arrival_ns + max(0, steady_now_ns - self.arrived_ns)
+
+
+def stamp_loss(stamps: Sequence[int]) -> tuple[float | None, float | None]:
+    """(source rate in Hz, estimated loss fraction) from the header stamps of the frames that arrived.
+
+    The source period is the 10th percentile of the positive stamp steps (robust to lost frames,
+    which only make steps longer, and to jitter); the frames the camera sent over the window are the
+    stamp span over that period. ``(None, None)`` until enough frames have arrived.
+    """
+    if len(stamps) < 5:
+        return None, None
+    ordered = np.sort(np.asarray(stamps, np.int64))
+    steps = np.diff(ordered)
+    steps = steps[steps > 0]
+    if len(steps) < 4:
+        return None, None
+    period = float(np.percentile(steps, 10))
+    expected = (ordered[-1] - ordered[0]) / period + 1.0
+    return NS / period, float(min(1.0, max(0.0, 1.0 - len(ordered) / expected)))
+
+
+class CameraState:
+    def __init__(self, name: str):
+        self.name = name
+        self.pending: Pending | None = None
+        self.received = self.processed = self.dropped = self.misses = self.input_errors = 0
+        self.last_error = ""
+        self.last_error_ns = 0
+        self.last_arrival_ns: int | None = None  # steady clock
+        self.untrusted_stamps = 0  # header stamps too far from the receiving clock to be capture times
+        self.last_age_ns = 0  # age of the newest frame at its arrival
+        self.future_stamps = 0  # frames stamped ahead of the receiving clock (age clamped to 0)
+        self.arrivals: deque[int] = deque(maxlen=30)
+        self.stamps: deque[int] = deque(maxlen=STAMP_WINDOW)
+        self.last_served_ns = 0
+        self.frame_index = 0
+        self.visibility: VisibilityReport | None = None
+
+    def snapshot(self, now: int, stale_after_s: float) -> dict[str, Any]:
+        """The camera's statistics at ``now`` (steady clock) for diagnostics and summaries."""
+        c = self
+        if c.last_arrival_ns is None:
+            state = "rejecting" if c.input_errors else "waiting"
+        elif (now - c.last_arrival_ns) / NS > stale_after_s:
+            state = "rejecting" if c.last_error_ns > c.last_arrival_ns else "stale"
+        elif c.last_error_ns > c.last_arrival_ns:
+            state = "rejecting"
+        else:
+            state = "active"
+        arr = list(c.arrivals)
+        rate = (len(arr) - 1) / ((arr[-1] - arr[0]) / NS) if len(arr) > 1 and arr[-1] > arr[0] else 0.0
+        source_hz, loss = stamp_loss(c.stamps)
+        return {
+            "state": state,
+            "input_rate_hz": round(rate, 2),
+            "source_rate_hz": round(source_hz, 2) if source_hz is not None else None,
+            "estimated_loss_pct": round(100.0 * loss, 1) if loss is not None else None,
+            "future_stamps": c.future_stamps,
+            "untrusted_stamps": c.untrusted_stamps,
+            "stamp_age_ms": round((c.last_age_ns + now - c.last_arrival_ns) / 1e6, 1)
+            if c.last_arrival_ns is not None else None,
+            "received": c.received, "processed": c.processed, "dropped": c.dropped,
+            "deadline_misses": c.misses, "input_errors": c.input_errors, "last_error": c.last_error,
+        }
+
+
+class RollingStats:
+    """Bounded windows of latencies and counters for diagnostics and summaries."""
+
+    STAGES = ("queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "e2e")
+
+    def __init__(self, window: int = 1024):
+        self.stages: dict[str, deque[float]] = {s: deque(maxlen=window) for s in self.STAGES}
+        self.frames_per_mode = dict.fromkeys(MODES, 0)
+        self.switches = 0
+        self.over_budget = 0
+        self.last_mode: Mode | None = None
+        self.camera_mode: dict[str, Mode] = {}
+        self.last_reason = ""
+        self.over_budget_since_ns: int | None = None
+
+    def add(self, r: FrameResult, budget_ms: float, now_ns: int) -> None:
+        for s in self.STAGES:
+            if s in r.timing_ms:
+                self.stages[s].append(r.timing_ms[s])
+        assert r.mode is not None
+        self.frames_per_mode[r.mode] += 1
+        previous = self.camera_mode.get(r.camera)
+        if previous is not None and r.mode != previous:
+            self.switches += 1  # counted per camera: two cameras in different modes do not "switch"
+        self.camera_mode[r.camera] = r.mode
+        self.last_mode, self.last_reason = r.mode, r.reason
+        if r.timing_ms["e2e"] > budget_ms:
+            self.over_budget += 1
+            if self.over_budget_since_ns is None:
+                self.over_budget_since_ns = now_ns
+        else:
+            self.over_budget_since_ns = None
+
+    def percentiles(self, stage: str) -> dict[str, float | None]:
+        v = self.stages[stage]
+        if not v:
+            return {"p50": None, "p95": None, "p99": None}
+        a = np.asarray(v)
+        return {k: round(float(np.percentile(a, q)), 3) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
