@@ -11,6 +11,7 @@ import numpy as np
 
 from dpa_perception.core.errors import BagError
 from dpa_perception.core.image_codec import decode_message
+from dpa_perception.core.types import NS_PER_S
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -81,7 +82,7 @@ def iter_images(paths: Sequence[Path], topics: Sequence[str] | None = None) -> I
             msg = reader.deserialize(raw, conn.msgtype)
             stamp = msg.header.stamp
             yield BagImage(conn.topic, conn.msgtype, int(log_ns),
-                           int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec), msg.header.frame_id, msg)
+                           int(stamp.sec) * NS_PER_S + int(stamp.nanosec), msg.header.frame_id, msg)
     finally:
         reader.close()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dpa_perception.core.types import Detections
+from dpa_perception.core.types import NS_PER_S, Detections
 
 # vision_msgs 4.x (Humble, Jazzy) interface definitions, registered so the bag is self-describing.
 VISION_MSGS = {
@@ -60,7 +60,7 @@ class DetectionBagWriter:
     def _header(self, stamp_ns: int, frame_id: str) -> Any:
         T = self.ts.types
         return T["std_msgs/msg/Header"](
-            stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
+            stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S),
             frame_id=frame_id,
         )
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.topics import check_topic_name, resolve_output_topics
+from dpa_perception.core.types import BACKENDS, INPUT_SHAPE_POLICIES, PRECISION_MODES
 
 # Parameter value types (mirroring rcl_interfaces/ParameterType).
 BOOL = "bool"
@@ -27,10 +28,8 @@ INT_ARRAY = "int_array"
 STRING_ARRAY = "string_array"
 TYPES = (BOOL, INT, DOUBLE, STRING, INT_ARRAY, STRING_ARRAY)
 
-BACKENDS = ("onnxruntime", "tensorrt")
 PLACEMENTS = ("auto", "cpu", "gpu", "dla:0", "dla:1")
-PRECISION_MODES = ("auto", "int8", "high")
-INPUT_SHAPES = ("square", "rect")
+INPUT_SHAPES = INPUT_SHAPE_POLICIES
 QOS_RELIABILITY = ("best_effort", "reliable", "system_default")
 QOS_HISTORY = ("keep_last", "keep_all", "system_default")
 MAX_CLASS_ID = 65534  # vision_msgs/VisionClass.class_id is uint16; 65535 means UNLABELED

@@ -13,6 +13,7 @@ from dpa_perception.core.types import MODES, NS_PER_S, Detections, FrameStatus, 
 from dpa_perception.core.visibility import VisibilityReport
 
 NS = NS_PER_S
+PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
 STAMP_WINDOW = 100  # header stamps kept per camera to estimate the source rate and the loss
 
 
@@ -112,6 +113,15 @@ class CameraState:
         }
 
 
+def percentiles(values: Sequence[float], digits: int = 3,
+                qs: Sequence[tuple[str, float]] = PERCENTILES) -> dict[str, float | None]:
+    """Named percentiles of ``values`` rounded to ``digits`` (None each when there are no values)."""
+    if not len(values):
+        return dict.fromkeys((k for k, _ in qs), None)
+    a = np.asarray(values, np.float64)
+    return {k: round(float(np.percentile(a, q)), digits) for k, q in qs}
+
+
 class RollingStats:
     """Bounded windows of latencies and counters for diagnostics and summaries."""
 
@@ -146,8 +156,4 @@ class RollingStats:
             self.over_budget_since_ns = None
 
     def percentiles(self, stage: str) -> dict[str, float | None]:
-        v = self.stages[stage]
-        if not v:
-            return {"p50": None, "p95": None, "p99": None}
-        a = np.asarray(v)
-        return {k: round(float(np.percentile(a, q)), 3) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+        return percentiles(self.stages[stage])

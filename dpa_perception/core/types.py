@@ -11,6 +11,8 @@ Mode = Literal["int8", "high"]
 MODES: tuple[Mode, ...] = ("int8", "high")
 PrecisionMode = Literal["auto", "int8", "high"]
 PRECISION_MODES: tuple[PrecisionMode, ...] = ("auto", "int8", "high")
+Backend = Literal["onnxruntime", "tensorrt"]
+BACKENDS: tuple[Backend, ...] = ("onnxruntime", "tensorrt")
 InputShapePolicy = Literal["square", "rect"]
 INPUT_SHAPE_POLICIES: tuple[InputShapePolicy, ...] = ("square", "rect")
 # What happened to one input frame: run through the detector, dropped unprocessed (stale, late,

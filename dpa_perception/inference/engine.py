@@ -14,15 +14,10 @@ from dpa_perception.backends.base import BackendSession, Placement, parse_placem
 from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions
 from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.manifest import Manifest
+from dpa_perception.core.pipeline_state import percentiles
 from dpa_perception.core.postprocess import DecodeConfig, decode_batch
 from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
-from dpa_perception.core.types import MODES, BatchResult, Mode, StageTiming
-
-BACKENDS = ("onnxruntime", "tensorrt")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else float("nan")
+from dpa_perception.core.types import BACKENDS, MODES, BatchResult, Mode, StageTiming
 
 
 class LatencyStats:
@@ -43,8 +38,8 @@ class LatencyStats:
         return {
             "calls": self.calls,
             "frames": self.frames,
-            "p50_ms": percentile(v, 50),
-            "p95_ms": percentile(v, 95),
+            **{k: float("nan") if q is None else q
+               for k, q in percentiles(v, 6, (("p50_ms", 50), ("p95_ms", 95))).items()},
         }
 
 

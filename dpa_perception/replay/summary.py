@@ -10,22 +10,21 @@ from typing import Any
 import numpy as np
 
 from dpa_perception.core.pipeline import PipelineConfig
+from dpa_perception.core.pipeline_state import percentiles
 
 STAGES = ("queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess")
 
 
-def percentiles(a: np.ndarray) -> dict[str, float | None]:
+def pct(a: np.ndarray) -> dict[str, float | None]:
     """p50 / p95 / p99 of ``a`` rounded to 0.01 (None when empty)."""
-    if not len(a):
-        return {"p50": None, "p95": None, "p99": None}
-    return {k: round(float(np.percentile(a, q)), 2) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+    return percentiles(list(a), digits=2)
 
 
 def summarize(frames: list[dict[str, Any]], stats: dict[str, Any], config: PipelineConfig, engine: dict[str, Any], *,
               pace: str, weather: str, bags: Sequence[Path], topics: Sequence[str], written: int) -> dict[str, Any]:
     proc = [f for f in frames if f["status"] == "processed"]
     e2e = np.array([f["e2e_ms"] for f in proc], np.float64)
-    stages = {s: percentiles(np.array([f["timing_ms"][s] for f in proc], np.float64)) for s in STAGES}
+    stages = {s: pct(np.array([f["timing_ms"][s] for f in proc], np.float64)) for s in STAGES}
     classes: Counter[str] = Counter()
     for f in proc:
         classes.update(f.get("classes", {}))
@@ -50,7 +49,7 @@ def summarize(frames: list[dict[str, Any]], stats: dict[str, Any], config: Pipel
         "drop_reasons": dict(drops),
         "deadline_misses": int(drops.get("stale", 0) + drops.get("late", 0) + over),
         "processed_over_budget": over,
-        "latency_ms": percentiles(e2e),
+        "latency_ms": pct(e2e),
         "stage_latency_ms": stages,
         "batch_sizes": dict(sorted(Counter(f["batch"] for f in proc).items())),
         "frames_per_mode": stats["precision"]["frames_per_mode"],

@@ -20,9 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dpa_perception.core.types import Detections
-
-NS_PER_S = 1_000_000_000
+from dpa_perception.core.types import NS_PER_S, Detections
 
 
 def stamp_to_ns(sec: int, nanosec: int) -> int:

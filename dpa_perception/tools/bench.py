@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from dpa_perception.core.image_codec import IMAGE_SUFFIXES, read_image
-from dpa_perception.core.types import MODES
+from dpa_perception.core.types import INPUT_SHAPE_POLICIES, MODES
 from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.tools.cli_common import add_engine_args, ort_options, run_cli
 
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         frames = _frames(a.images, a.batch)
         policies = [a.input_shape]
         if a.compare_shapes:
-            policies += [s for s in ("square", "rect") if s != a.input_shape and engine.supports(s)]
+            policies += [s for s in INPUT_SHAPE_POLICIES if s != a.input_shape and engine.supports(s)]
         print(f"engine {a.engine} backend {a.backend} batch {a.batch} runs {a.runs} "
               f"threads {a.threads} spin {a.spin}")
         print(f"{'shape':8s} {'mode':6s} {'p50 ms/frame':>13s} {'p90':>8s} {'min':>8s}")

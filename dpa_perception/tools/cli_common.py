@@ -9,12 +9,12 @@ from pathlib import Path
 
 from dpa_perception.backends.onnxruntime_backend import OrtOptions
 from dpa_perception.core.errors import DpaError
-from dpa_perception.core.types import INPUT_SHAPE_POLICIES
+from dpa_perception.core.types import BACKENDS, INPUT_SHAPE_POLICIES
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", type=Path, required=True, help="engine folder written by dpa-build")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
+    p.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
     p.add_argument("--input-shape", default="square", choices=INPUT_SHAPE_POLICIES,
                    help="square: the model's native canvas; rect: trimmed to the frame's aspect")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (0 = its default)")
