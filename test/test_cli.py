@@ -187,3 +187,32 @@ def test_build_missing_calib(testdata: Path, tmp_path: Path, capsys: pytest.Capt
     assert rc == 2
     assert "no_such_calib" in err.splitlines()[-1] and err.splitlines()[-1].startswith("dpa-build: error:")
     assert not (tmp_path / "eng").exists()
+
+
+def test_build_tensorrt_forwards_every_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dpa-build --backend tensorrt on a built folder hands every TensorRT option to the TensorRT builder."""
+    seen: list[tuple[Path, dict]] = []
+    monkeypatch.setattr(build, "run_tensorrt_build", lambda d, a, log: seen.append((d, vars(a))))
+    out = tmp_path / "eng"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    rc = build.main(["m.onnx", "--calib", "c", "--out", str(out), "--backend", "tensorrt", "--placement",
+                     "int8=dla:0,high=gpu", "--no-gpu-fallback", "--max-batch", "4", "--opt-batch", "2",
+                     "--workspace-mib", "512", "--timing-cache", str(tmp_path / "t.cache")])  # fmt: skip
+    assert rc == 0
+    ((engine_dir, a),) = seen
+    assert engine_dir == out
+    assert (a["placement"], a["no_gpu_fallback"], a["max_batch"], a["opt_batch"], a["workspace_mib"],
+            a["timing_cache"]) == ("int8=dla:0,high=gpu", True, 4, 2, 512, tmp_path / "t.cache")  # fmt: skip
+
+
+def test_build_tensorrt_bad_placement_fails_first(testdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A malformed --placement is one error line before any ONNX work starts."""
+    monkeypatch.setattr(build, "build", lambda *a, **k: pytest.fail("the build started"))
+    rc = build.main([str(testdata / "models" / "yolox_nano.onnx"), "--calib", str(testdata / "images"),
+                     "--out", str(tmp_path / "eng"), "--backend", "tensorrt", "--placement", "int8=toaster"])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert rc == 2
+    _one_error_line(err, "dpa-build")
+    assert not (tmp_path / "eng").exists()

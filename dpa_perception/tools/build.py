@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dpa_perception.backends.tensorrt.builder import add_tensorrt_args, run_tensorrt_build
+from dpa_perception.backends.tensorrt.plan import parse_placement_plan
 from dpa_perception.build.calibration import load_frames, split_holdout
 from dpa_perception.build.engine_dir import BuildOptions, build, build_engine_dir
 from dpa_perception.build.plan import PLAN_CHOICES, PLANS
@@ -43,6 +45,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="tensorrt: also build TensorRT engines from the folder (run on the target)")
     p.add_argument("--force", action="store_true", default=d.force, help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true", default=not d.progress)
+    add_tensorrt_args(p)  # every option of the TensorRT build, forwarded as they are
     return p
 
 
@@ -52,15 +55,20 @@ def options_from(a: argparse.Namespace) -> BuildOptions:
                         bench_runs=a.bench_runs, plan=a.plan, force=a.force, progress=not a.no_progress)  # fmt: skip
 
 
-def _tensorrt(a: argparse.Namespace) -> int:
-    from dpa_perception.backends.tensorrt.builder import main as trt_main
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
-    return trt_main([str(a.out)])
+
+def _tensorrt(a: argparse.Namespace) -> int:
+    run_tensorrt_build(a.out, a, _stderr)
+    return 0
 
 
 def _run(a: argparse.Namespace) -> int:
-    if a.backend == "tensorrt" and (a.out / "manifest.json").is_file() and not a.force:
-        return _tensorrt(a)  # the folder exists: build only its TensorRT engines
+    if a.backend == "tensorrt":
+        parse_placement_plan(a.placement, gpu_fallback=not a.no_gpu_fallback)  # a bad plan fails before the build
+        if (a.out / "manifest.json").is_file() and not a.force:
+            return _tensorrt(a)  # the folder exists: build only its TensorRT engines
     build(a.model, a.calib, a.out, options_from(a))
     return _tensorrt(a) if a.backend == "tensorrt" else 0
 
