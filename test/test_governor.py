@@ -185,7 +185,7 @@ def test_slow_engine_in_the_pipeline_falls_back_to_int8_budget() -> None:
     assert [(r.mode, r.reason) for r in out[:warm]] == [("high", "warming_up")] * warm
     assert [(r.mode, r.reason) for r in out[warm:]] == [("int8", "budget")] * (10 - warm)
     assert all(r.timing_ms["e2e"] == pytest.approx(30.0) for r in out[warm:])
-    assert p.stats()["precision"]["reason"] == "budget"
+    assert p.stats().to_dict()["precision"]["reason"] == "budget"
 
 
 def test_budget_fallback_recovers_when_high_gets_fast_again() -> None:
@@ -367,7 +367,7 @@ def test_live_update_applies_together_and_reaches_the_governor() -> None:
     p.submit("cam", frame(0.85), clock())  # below the new enter threshold
     (r,) = p.step()
     assert (r.mode, r.reason) == ("int8", "clear")
-    assert p.stats()["latency"]["budget_ms"] == 60.0
+    assert p.stats().to_dict()["latency"]["budget_ms"] == 60.0
 
 
 # ---------------------------------------------------------------------------- load shedding
@@ -435,7 +435,7 @@ def test_overload_fair_with_fixed_small_phase_offsets() -> None:
 
 def test_overload_accounts_for_every_frame_and_counts_drops_as_misses() -> None:
     p, _, results, cams = simulate(*SCENARIOS["4 cams drifting"], OVERLOAD)
-    stats = p.stats()
+    stats = p.stats().to_dict()
     budget = p.config.latency_budget_ms
     for c in cams:
         mine = [r for r in results if r.camera == c]
@@ -467,7 +467,7 @@ def test_frame_older_than_the_budget_is_dropped_stale_without_inference() -> Non
         "dropped", "stale", "old-meta", None)
     assert out["fresh"].status == "processed"
     assert engine.calls == [("int8", 1)]
-    s = p.stats()
+    s = p.stats().to_dict()
     assert s["cameras"]["old"]["deadline_misses"] == 1 and s["cameras"]["old"]["dropped"] == 1
     assert s["cameras"]["old"]["processed"] == 0
     # the fresh frame finished at 84 + 3 ms: over the budget, a miss, but processed
@@ -480,7 +480,7 @@ def test_within_capacity_nothing_is_dropped() -> None:
     p, engine, results, cams = simulate([100.0] * 4, [0.0] * 4, {"int8": (5.0, 10.0), "high": (5.0, 20.0)},
                                          duration_ms=3_000)
     assert all(r.status == "processed" for r in results), Counter((r.status, r.reason) for r in results)
-    received = {c: p.stats()["cameras"][c]["received"] for c in cams}
+    received = {c: p.stats().to_dict()["cameras"][c]["received"] for c in cams}
     assert min(received.values()) >= 30
     assert Counter(r.camera for r in results) == received
     assert max(r.timing_ms["e2e"] for r in results) <= 85.0

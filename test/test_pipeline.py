@@ -92,7 +92,7 @@ def test_newest_frame_slot_replaces_older_frames() -> None:
     assert [r.meta for r in processed] == ["m2"]
     assert engine.frames_seen == [3], "only the newest frame is inferred"
     assert all(r.mode is None for r in out if r.status == "dropped")
-    s = p.stats()["cameras"]["cam"]
+    s = p.stats().to_dict()["cameras"]["cam"]
     assert (s["received"], s["processed"], s["dropped"], s["deadline_misses"]) == (3, 1, 2, 0)
     assert p.step() == []
 
@@ -198,7 +198,7 @@ def test_input_error_makes_only_that_camera_rejecting() -> None:
     p.step()
     clock.advance_ms(10)
     p.report_input_error("bad", "truncated JPEG (no end-of-image marker)")
-    cams = p.stats()["cameras"]
+    cams = p.stats().to_dict()["cameras"]
     assert cams["bad"]["state"] == "rejecting"
     assert cams["bad"]["last_error"] == "truncated JPEG (no end-of-image marker)"
     assert cams["bad"]["input_errors"] == 1 and cams["bad"]["received"] == 2
@@ -206,7 +206,7 @@ def test_input_error_makes_only_that_camera_rejecting() -> None:
     # a good frame afterwards makes it active again (the error stays recorded)
     clock.advance_ms(10)
     p.submit("bad", frame(), clock())
-    cams = p.stats()["cameras"]
+    cams = p.stats().to_dict()["cameras"]
     assert cams["bad"]["state"] == "active" and cams["bad"]["input_errors"] == 1
 
 
@@ -218,7 +218,7 @@ def test_camera_states_waiting_stale_and_error_only() -> None:
     p.step()
     clock.advance_ms(2_500)
     p.submit("live", frame(), clock())
-    cams = p.stats()["cameras"]
+    cams = p.stats().to_dict()["cameras"]
     assert cams["silent"]["state"] == "waiting"
     assert cams["broken"]["state"] == "rejecting"
     assert cams["old"]["state"] == "stale"
@@ -230,7 +230,7 @@ def test_camera_states_waiting_stale_and_error_only() -> None:
 
 def test_stats_keys_and_values() -> None:
     p, clock, _ = make(min_dwell_frames=0)
-    empty = p.stats()
+    empty = p.stats().to_dict()
     assert set(empty) == {"cameras", "worker", "precision", "latency", "visibility"}
     assert empty["latency"]["e2e_ms"] == {"p50": None, "p95": None, "p99": None}
     assert empty["visibility"]["degradation"] is None
@@ -239,7 +239,7 @@ def test_stats_keys_and_values() -> None:
         clock.t = start + (i + 1) * 100 * MS  # 10 Hz arrivals
         p.submit("cam", frame(d), clock() - 10 * MS)
         p.step()
-    s = p.stats()
+    s = p.stats().to_dict()
     cam = s["cameras"]["cam"]
     assert set(cam) >= {"state", "input_rate_hz", "stamp_age_ms", "received", "processed", "dropped",
                         "deadline_misses", "input_errors", "last_error"}
@@ -267,7 +267,7 @@ def test_switches_count_mode_changes_of_a_camera_not_interleaving() -> None:
         p.submit("clear", frame(0.1), clock())
         p.submit("foggy", frame(0.9), clock())
         p.step()
-    s = p.stats()["precision"]
+    s = p.stats().to_dict()["precision"]
     assert s["frames_per_mode"] == {"int8": 10, "high": 10}
     assert s["switches"] == 0
 
@@ -289,7 +289,7 @@ def test_memory_stays_bounded_without_stepping() -> None:
     assert Counter(r.status for r in out) == {"processed": 3, "dropped": 9_997}
     assert sorted(r.meta for r in out if r.status == "processed") == [9_997, 9_998, 9_999]
     assert all(r.reason == "replaced" for r in out if r.status == "dropped")
-    assert sum(s["dropped"] for s in p.stats()["cameras"].values()) == 9_997
+    assert sum(s["dropped"] for s in p.stats().to_dict()["cameras"].values()) == 9_997
 
 
 # ---------------------------------------------------------------------------- worker thread
@@ -347,7 +347,7 @@ def test_frame_too_small_for_visibility_does_not_lose_the_batch() -> None:
     out = p.step()
     assert {r.meta: r.status for r in out}.get("ok") == "processed", out
     assert "tiny" in {r.meta for r in out}, "the refused frame must be resolved (processed, dropped or rejected)"
-    for c, s in p.stats()["cameras"].items():
+    for c, s in p.stats().to_dict()["cameras"].items():
         assert s["processed"] + s["dropped"] + s["input_errors"] == s["received"], (c, s)
 
 
@@ -435,7 +435,7 @@ def test_real_engine_cameras_batch_and_hold_their_own_mode(warm_yolox_engine: Du
         out += p.step()
     modes = {(r.camera, r.mode) for r in out}
     assert modes == {("/clear/image_raw", "int8"), ("/fog/image_raw", "high"), ("/night/image_raw", "high")}
-    assert p.stats()["precision"]["frames_per_mode"] == {"int8": 2, "high": 4}
+    assert p.stats().to_dict()["precision"]["frames_per_mode"] == {"int8": 2, "high": 4}
 
 
 def test_worker_survives_an_engine_failure_and_reports_it() -> None:
@@ -456,14 +456,14 @@ def test_worker_survives_an_engine_failure_and_reports_it() -> None:
     try:
         p.submit("cam", frame(0.1), time.monotonic_ns())
         deadline = time.monotonic() + 5.0
-        while p.stats()["worker"]["errors"] == 0 and time.monotonic() < deadline:
+        while p.stats().to_dict()["worker"]["errors"] == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         p.submit("cam", frame(0.1), time.monotonic_ns())
         while not any(r.status == "processed" for r in got) and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
         p.stop()
-    assert p.stats()["worker"] == {"errors": 1, "last_error": "RuntimeError: device lost"}
+    assert p.stats().to_dict()["worker"] == {"errors": 1, "last_error": "RuntimeError: device lost"}
     assert any(r.status == "processed" for r in got)
 
 
@@ -496,7 +496,7 @@ def test_ages_stay_continuous_and_non_negative_on_a_coarse_sim_clock() -> None:
     assert min(e2e) >= 0.0
     # the fake engine costs 2 + 4 + 1.5 = 7.5 ms: the age is that, not the /clock's quantisation error
     assert max(e2e) == pytest.approx(7.5, abs=1e-6)
-    cam = p.stats()["cameras"]["cam"]
+    cam = p.stats().to_dict()["cameras"]["cam"]
     assert cam["stamp_age_ms"] >= 0.0
     assert cam["future_stamps"] > 0  # stamps ahead of the coarse clock are seen, and counted
 
@@ -507,7 +507,7 @@ def test_frames_stamped_ahead_of_the_clock_never_give_negative_latency() -> None
     p.submit("cam", frame(0.1), clock.t + 5_000 * MS)  # a camera clock 5 s ahead
     (r,) = p.step()
     assert r.status == "processed" and r.timing_ms["e2e"] >= 0.0
-    assert p.stats()["cameras"]["cam"]["future_stamps"] == 1
+    assert p.stats().to_dict()["cameras"]["cam"]["future_stamps"] == 1
 
 
 def test_received_versus_sent_rate_shows_transport_loss() -> None:
@@ -531,7 +531,7 @@ def test_received_versus_sent_rate_shows_transport_loss() -> None:
         clock.t = 10**12 + int(t)
         p.submit("cam", frame(0.1), clock.t)
         p.step()
-    cam = p.stats()["cameras"]["cam"]
+    cam = p.stats().to_dict()["cameras"]["cam"]
     assert cam["source_rate_hz"] == pytest.approx(10.0) and cam["estimated_loss_pct"] > 50
     rec = DiagnosticsBuilder().camera("cam", cam, active=True)
     assert rec.level == WARN and "losing frames" in rec.message and "QoS" in rec.message

@@ -341,7 +341,7 @@ def test_live_parameters(make: Any) -> None:
     res = node.set_parameters([Parameter("latency_budget_ms", value=4000.0)])[0]
     assert res.successful, res.reason
     assert node.get_parameter("latency_budget_ms").value == 4000.0
-    assert node._runtime.pipeline.stats()["latency"]["budget_ms"] == pytest.approx(4000.0)
+    assert node._runtime.pipeline.stats().latency.budget_ms == pytest.approx(4000.0)
     res = node.set_parameters([Parameter("leave_high_threshold", value=0.9)])[0]
     assert not res.successful and "enter_high_threshold" in res.reason
     res = node.set_parameters([Parameter("max_batch", value=2)])[0]

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dpa_perception.core.stats import PipelineStats
+
 # diagnostic_msgs/DiagnosticStatus levels (the message stores them as one byte: bytes([level])).
 OK = 0
 WARN = 1
@@ -86,13 +88,15 @@ class DiagnosticsBuilder:
 
     def build(
         self,
-        stats: Mapping[str, Any],
+        stats: PipelineStats | Mapping[str, Any],
         engine: Mapping[str, Any] | None,
         *,
         now_s: float,
         active: bool,
     ) -> list[StatusRecord]:
         """All statuses. ``now_s`` is on the pipeline clock (the node clock); ``active``: lifecycle state."""
+        if isinstance(stats, PipelineStats):
+            stats = stats.to_dict()
         out = [self.camera(cam, s, active) for cam, s in (stats.get("cameras") or {}).items()]
         if engine is not None:
             out.append(self.engine(engine, stats.get("worker")))

@@ -23,6 +23,7 @@ from dpa_perception.core.image_codec import decode_message
 from dpa_perception.core.pipeline_state import CameraState as _Camera
 from dpa_perception.core.pipeline_state import FrameResult, Pending, RollingStats, stamp_loss
 from dpa_perception.core.postprocess import DecodeConfig
+from dpa_perception.core.stats import LatencySnapshot, PipelineStats, PrecisionStats, VisibilitySnapshot, WorkerStats
 from dpa_perception.core.types import MODES, NS_PER_S, BatchResult, Mode
 from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
 
@@ -392,7 +393,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ statistics
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> PipelineStats:
         """A snapshot of everything diagnostics report."""
         now = self.steady_ns()
         cfg = self.config
@@ -405,24 +406,24 @@ class Pipeline:
                     vis_reports.append(c.visibility)
             s = self.stats_window
             worst = max(vis_reports, key=lambda v: v.degradation, default=None)
-            return {
-                "cameras": cams,
-                "worker": {"errors": self.worker_errors, "last_error": self.last_worker_error},
-                "precision": {"mode": s.last_mode, "reason": s.last_reason, "setting": cfg.precision_mode,
-                              "frames_per_mode": dict(s.frames_per_mode), "switches": s.switches},
-                "latency": {
-                    "e2e_ms": s.percentiles("e2e"),
-                    "stages_ms": {st: s.percentiles(st)["p50"] for st in RollingStats.STAGES if st != "e2e"},
-                    "budget_ms": cfg.latency_budget_ms,
-                    "over_budget": s.over_budget,
-                    "misses": sum(c.misses for c in self._cams.values()),
-                    "over_budget_for_s": round((now - s.over_budget_since_ns) / NS, 2)
+            return PipelineStats(
+                cameras=cams,
+                worker=WorkerStats(self.worker_errors, self.last_worker_error),
+                precision=PrecisionStats(s.last_mode, s.last_reason, cfg.precision_mode, dict(s.frames_per_mode),
+                                         s.switches),
+                latency=LatencySnapshot(
+                    e2e_ms=s.percentiles("e2e"),
+                    stages_ms={st: s.percentiles(st)["p50"] for st in RollingStats.STAGES if st != "e2e"},
+                    budget_ms=cfg.latency_budget_ms,
+                    over_budget=s.over_budget,
+                    misses=sum(c.misses for c in self._cams.values()),
+                    over_budget_for_s=round((now - s.over_budget_since_ns) / NS, 2)
                     if s.over_budget_since_ns is not None else None,
-                },
-                "visibility": {
-                    "degradation": round(worst.degradation, 3) if worst else None,
-                    "label": worst.label if worst else None,
-                    "scores": {k: round(v, 3) for k, v in worst.scores.items()} if worst else {},
-                    "external_age_s": worst.external_age_s if worst else None,
-                },
-            }
+                ),
+                visibility=VisibilitySnapshot(
+                    degradation=round(worst.degradation, 3) if worst else None,
+                    label=worst.label if worst else None,
+                    scores={k: round(v, 3) for k, v in worst.scores.items()} if worst else {},
+                    external_age_s=worst.external_age_s if worst else None,
+                ),
+            )

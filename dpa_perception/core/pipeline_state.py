@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from dpa_perception.core.stats import CameraStats
 from dpa_perception.core.types import MODES, NS_PER_S, Detections, FrameStatus, Mode
 from dpa_perception.core.visibility import VisibilityReport
 
@@ -85,7 +86,7 @@ class CameraState:
         self.frame_index = 0
         self.visibility: VisibilityReport | None = None
 
-    def snapshot(self, now: int, stale_after_s: float) -> dict[str, Any]:
+    def snapshot(self, now: int, stale_after_s: float) -> CameraStats:
         """The camera's statistics at ``now`` (steady clock) for diagnostics and summaries."""
         c = self
         if c.last_arrival_ns is None:
@@ -99,18 +100,18 @@ class CameraState:
         arr = list(c.arrivals)
         rate = (len(arr) - 1) / ((arr[-1] - arr[0]) / NS) if len(arr) > 1 and arr[-1] > arr[0] else 0.0
         source_hz, loss = stamp_loss(c.stamps)
-        return {
-            "state": state,
-            "input_rate_hz": round(rate, 2),
-            "source_rate_hz": round(source_hz, 2) if source_hz is not None else None,
-            "estimated_loss_pct": round(100.0 * loss, 1) if loss is not None else None,
-            "future_stamps": c.future_stamps,
-            "untrusted_stamps": c.untrusted_stamps,
-            "stamp_age_ms": round((c.last_age_ns + now - c.last_arrival_ns) / 1e6, 1)
+        return CameraStats(
+            state=state,
+            input_rate_hz=round(rate, 2),
+            source_rate_hz=round(source_hz, 2) if source_hz is not None else None,
+            estimated_loss_pct=round(100.0 * loss, 1) if loss is not None else None,
+            future_stamps=c.future_stamps,
+            untrusted_stamps=c.untrusted_stamps,
+            stamp_age_ms=round((c.last_age_ns + now - c.last_arrival_ns) / 1e6, 1)
             if c.last_arrival_ns is not None else None,
-            "received": c.received, "processed": c.processed, "dropped": c.dropped,
-            "deadline_misses": c.misses, "input_errors": c.input_errors, "last_error": c.last_error,
-        }
+            received=c.received, processed=c.processed, dropped=c.dropped,
+            deadline_misses=c.misses, input_errors=c.input_errors, last_error=c.last_error,
+        )  # fmt: skip
 
 
 def percentiles(values: Sequence[float], digits: int = 3,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from dpa_perception.core.pipeline import PipelineConfig
 from dpa_perception.core.pipeline_state import percentiles
+from dpa_perception.core.stats import PipelineStats
 
 STAGES = ("queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess")
 
@@ -20,7 +22,7 @@ def pct(a: np.ndarray) -> dict[str, float | None]:
     return percentiles(list(a), digits=2)
 
 
-def summarize(frames: list[dict[str, Any]], stats: dict[str, Any], config: PipelineConfig, engine: dict[str, Any], *,
+def summarize(frames: list[dict[str, Any]], stats: PipelineStats, config: PipelineConfig, engine: dict[str, Any], *,
               pace: str, weather: str, bags: Sequence[Path], topics: Sequence[str], written: int) -> dict[str, Any]:
     proc = [f for f in frames if f["status"] == "processed"]
     e2e = np.array([f["e2e_ms"] for f in proc], np.float64)
@@ -52,12 +54,12 @@ def summarize(frames: list[dict[str, Any]], stats: dict[str, Any], config: Pipel
         "latency_ms": pct(e2e),
         "stage_latency_ms": stages,
         "batch_sizes": dict(sorted(Counter(f["batch"] for f in proc).items())),
-        "frames_per_mode": stats["precision"]["frames_per_mode"],
-        "switches": stats["precision"]["switches"],
+        "frames_per_mode": stats.precision.frames_per_mode,
+        "switches": stats.precision.switches,
         "detections_total": int(sum(f["detections"] for f in proc)),
         "detections_per_class": dict(classes.most_common()),
         "detection_messages_written": written,
         "visibility": {"mean": round(float(vis.mean()), 3) if len(vis) else None,
                        "max": round(float(vis.max()), 3) if len(vis) else None, "labels": dict(labels)},
-        "per_camera": stats["cameras"],
+        "per_camera": {name: asdict(c) for name, c in stats.cameras.items()},
     }
