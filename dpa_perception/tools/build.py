@@ -1,7 +1,6 @@
-"""``dpa-build``: build an engine folder (high-precision + mixed INT8 variants, manifest, report) offline.
+"""``dpa-build``: build an engine folder (high-precision + mixed INT8 variants, manifest, report) offline."""
 
-The console entry point only: the build itself is :mod:`dpa_perception.build.engine_dir`.
-"""
+# The console entry point only: the build itself is dpa_perception.build.engine_dir (BuildOptions, build).
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from dpa_perception.build.calibration import load_frames, split_holdout
 from dpa_perception.build.engine_dir import BuildOptions, build, build_engine_dir
 from dpa_perception.build.plan import PLAN_CHOICES, PLANS
 from dpa_perception.build.quantize import CALIBRATION_METHODS
+from dpa_perception.core.types import BACKENDS
 from dpa_perception.tools.cli_common import run_cli
 
 __all__ = ["PLANS", "BuildOptions", "build_engine_dir", "load_frames", "main", "make_parser", "split_holdout"]
@@ -41,7 +41,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", default=d.plan, choices=PLAN_CHOICES,
                    help="high-precision layers: most sensitive ones, a contiguous prefix, or auto (the faster "
                         "of the two that meets --max-error, timed here; force one when building for another target)")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
+    p.add_argument("--backend", default=BACKENDS[0], choices=BACKENDS,
                    help="tensorrt: also build TensorRT engines from the folder (run on the target)")
     p.add_argument("--force", action="store_true", default=d.force, help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true", default=not d.progress)
