@@ -237,25 +237,6 @@ def test_run_tensorrt_build_forwards_every_option_and_records_the_section(build_
     assert Path(rec.calls[1]["timing_cache"]) == engine_dir / "timing.cache"
 
 
-def _dpa_build_knows_tensorrt_options() -> bool:
-    import contextlib
-    import io
-
-    from dpa_perception.tools import build as dpa_build
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
-        dpa_build.main(["--help"])
-    return "--max-batch" in out.getvalue() and "--placement" in out.getvalue()
-
-
-_NOT_WIRED = pytest.mark.xfail(
-    not _dpa_build_knows_tensorrt_options(), strict=True,
-    reason="dpa_perception/tools/build.py does not add add_tensorrt_args / call run_tensorrt_build yet",
-)
-
-
-@_NOT_WIRED
 def test_dpa_build_backend_tensorrt_forwards_every_option(build_dir, monkeypatch):
     from dpa_perception.backends.tensorrt import builder
     from dpa_perception.tools import build as dpa_build
@@ -271,7 +252,6 @@ def test_dpa_build_backend_tensorrt_forwards_every_option(build_dir, monkeypatch
     _check_forwarded(rec.calls[0], engine_dir, cache)
 
 
-@_NOT_WIRED
 def test_dpa_build_backend_tensorrt_builds_with_placement_and_max_batch(build_dir, monkeypatch, capsys):
     from dpa_perception.backends.tensorrt import builder
     from dpa_perception.tools import build as dpa_build
