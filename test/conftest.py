@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from engine_cache import cached_engine_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO.parent / "shared" / "testdata"
@@ -19,21 +19,13 @@ def testdata() -> Path:
 
 
 @pytest.fixture(scope="session")
-def yolox_engine_dir(testdata: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def yolox_engine_dir(testdata: Path) -> Path:
     """An engine folder built by dpa-build from the shared YOLOX-Nano and the six shared images.
 
-    Built once per test session (about a minute); set DPA_TEST_ENGINE_DIR to reuse a folder
-    built with the same defaults.
+    Built once per model and build arguments and cached between runs (test/engine_cache.py); set
+    DPA_TEST_ENGINE_DIR to use a folder built with the default settings instead.
     """
-    reuse = os.environ.get("DPA_TEST_ENGINE_DIR")
-    if reuse and (Path(reuse) / "manifest.json").is_file():
-        return Path(reuse)
-    from dpa_perception.tools.build import build_engine_dir
-
-    out = tmp_path_factory.mktemp("engines") / "yolox_nano"
-    build_engine_dir(testdata / "models" / "yolox_nano.onnx", testdata / "images", out, progress=False,
-                     bench_runs=5, log=lambda _msg: None)  # fmt: skip
-    return out
+    return cached_engine_dir()
 
 
 @pytest.fixture(scope="module")

@@ -8,65 +8,17 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from fakes import MS, FakeClock
+from fakes import MS, FakeClock, FakeEngine, FakeVisibility, frame
 
 from dpa_perception.core.pipeline import FrameResult, Pipeline, PipelineConfig, RollingStats
-from dpa_perception.core.types import BatchResult, Detections, StageTiming
-from dpa_perception.core.visibility import VisibilityReport
 from dpa_perception.inference.engine import DualModeEngine
 
 TIMING_KEYS = {"queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "e2e"}
-
-
-class FakeEngine:
-    """Each call costs ``pre + fixed + per_frame * n + post`` ms of fake-clock time; one box per frame."""
-
-    def __init__(self, clock: FakeClock | None, fixed_ms: float = 2.0, per_frame_ms: float = 4.0,
-                 pre_ms: float = 1.0, post_ms: float = 0.5):
-        self.clock = clock
-        self.fixed_ms, self.per_frame_ms, self.pre_ms, self.post_ms = fixed_ms, per_frame_ms, pre_ms, post_ms
-        self.calls: list[tuple[str, int, str]] = []
-        self.frames_seen: list[int] = []
-
-    def supports(self, input_shape: str) -> bool:
-        return input_shape in ("square", "rect")
-
-    def infer(self, frames: Sequence[np.ndarray], mode: str, input_shape: str = "square") -> BatchResult:
-        n = len(frames)
-        inf = self.fixed_ms + self.per_frame_ms * n
-        self.calls.append((mode, n, input_shape))
-        self.frames_seen += [int(f[0, 0, 1]) for f in frames]
-        if self.clock is not None:
-            self.clock.advance_ms((self.pre_ms + self.post_ms) * n + inf)
-        dets = [Detections(np.array([[1, 2, 3, 4]], np.float32), np.array([0.9], np.float32), np.array([2], np.int64))
-                for _ in frames]
-        return BatchResult(dets, mode, StageTiming(self.pre_ms * n, inf, self.post_ms * n))  # type: ignore[arg-type]
-
-
-class FakeVisibility:
-    """Degradation = pixel [0, 0, 0] / 100."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def estimate(self, img: np.ndarray, now_s: float | None = None) -> VisibilityReport:
-        self.calls += 1
-        d = float(img[0, 0, 0]) / 100.0
-        return VisibilityReport(d, 0.0, 0.0, 0.0, 0.0, d, "fog" if d >= 0.5 else "clear")
-
-
-def frame(degradation: float = 0.1, tag: int = 0) -> np.ndarray:
-    """An 8x8 frame; channel 0 carries the degradation, channel 1 a tag the fake engine records."""
-    f = np.zeros((8, 8, 3), np.uint8)
-    f[..., 0] = round(degradation * 100)
-    f[..., 1] = tag
-    return f
 
 
 def make(clock: FakeClock | None = None, engine: FakeEngine | None = None, vis: FakeVisibility | None = None,
