@@ -22,6 +22,7 @@ setup(
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
+        "simplejpeg>=1.6",  # strict libjpeg-turbo JPEG decoding: truncated/corrupt scans refused, header first
         "onnx>=1.15",
         "onnxruntime>=1.17",
         "rosbags>=0.10",

@@ -111,9 +111,13 @@ class Runtime:
         """The diagnostic statuses now (``now_ns`` on the node clock)."""
         return self.diagnostics.build(self.pipeline.stats(), self.engine_desc, now_s=now_ns / NS_PER_S, active=active)
 
-    def close(self) -> None:
-        self.pipeline.stop()
+    def close(self) -> bool:
+        """Stop the worker and free the engine. False when the worker could not finish its batch in
+        time: the engine is then left to the worker (freed when it exits) rather than freed under it."""
+        if not self.pipeline.stop():
+            return False
         self.engine.close()
+        return True
 
 
 def open_engine(cfg: RuntimeConfig, warmup_runs: int = WARMUP_RUNS) -> DualModeEngine:

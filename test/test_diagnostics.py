@@ -59,7 +59,7 @@ def test_healthy_node_reports_ok_with_stable_names_and_keys() -> None:
     cam = recs["dpa_perception: camera /rsu/cam0/image_raw"]
     assert [k for k, _ in cam.values] == ["topic", "state", "input_rate_hz", "source_rate_hz", "estimated_loss_pct",
                                           "stamp_age_ms", "received", "processed", "dropped", "deadline_misses",
-                                          "input_errors", "future_stamps", "last_error"]  # fmt: skip
+                                          "input_errors", "future_stamps", "untrusted_stamps", "last_error"]  # fmt: skip
     assert cam.value("input_rate_hz") == "10.0" and cam.value("dropped") == "2"
     eng = recs["dpa_perception: engine"]
     assert eng.value("placement_int8") == "cpu" and eng.value("model_sha256") == "ab" * 32

@@ -8,10 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
+from dpa_perception.core import image_codec
 from dpa_perception.core.errors import ImageError
-from dpa_perception.core.image_codec import decode_compressed, decode_raw, read_image
+from dpa_perception.core.image_codec import FrameLimits, decode_compressed, read_image
 
 H, W = 5, 7
+TINY = FrameLimits(min_side=1)  # the synthetic raw frames here are 7x5, below the default min_frame_side
+
+
+def decode_raw(*args: object) -> np.ndarray:
+    return image_codec.decode_raw(*args, limits=TINY)  # type: ignore[arg-type]
 PAD = 3  # bytes of row padding
 
 
@@ -174,3 +180,62 @@ def test_read_image_errors(tmp_path: Path) -> None:
         read_image(tmp_path / "absent.jpg")
     with pytest.raises(ImageError):
         read_image(tmp_path)  # a folder is not an image file
+
+
+# ---------------------------------------------------------------- hostile payloads: limits before decoding
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG signature + IHDR for ``width`` x ``height`` followed by a little zlib data (a bomb's head)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">II5B", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    idat = zlib.compress(bytes(1 << 16), 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", len(idat)) + b"IDAT" + idat
+
+
+def test_decompression_bomb_is_refused_from_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(image_codec.cv2, "imdecode", lambda *a: calls.append(a))
+    with pytest.raises(ImageError, match="exceeds the limit 4096x4096"):
+        decode_compressed("png", _png_header(30000, 30000))
+    with pytest.raises(ImageError, match="pixels, over the limit"):
+        decode_compressed("png", _png_header(4096, 4096), FrameLimits(max_pixels=1 << 20))
+    assert not calls, "nothing is inflated before the header passed the limits"
+
+
+def test_oversized_jpeg_and_payload_are_refused_before_decoding(photo: np.ndarray) -> None:
+    big = cv2.imencode(".jpg", np.zeros((300, 5000, 3), np.uint8))[1].tobytes()
+    with pytest.raises(ImageError, match="5000x300 exceeds"):
+        decode_compressed("jpeg", big)
+    enc = cv2.imencode(".jpg", photo)[1].tobytes()
+    with pytest.raises(ImageError, match="bytes exceeds the limit"):
+        decode_compressed("jpeg", enc, FrameLimits(max_compressed_bytes=len(enc) - 1))
+
+
+@pytest.mark.parametrize("ext", [".tiff", ".bmp", ".webp", ".jp2", ".hdr"])
+def test_only_jpeg_and_png_codecs_are_reachable_whatever_the_format_says(photo: np.ndarray, ext: str) -> None:
+    img = photo.astype(np.float32) / 255 if ext == ".hdr" else photo
+    ok, enc = cv2.imencode(ext, img)
+    if not ok:
+        pytest.skip(f"this OpenCV build cannot write {ext}")
+    for fmt in ("jpeg", "png", ""):
+        with pytest.raises(ImageError, match="not a JPEG or PNG"):
+            decode_compressed(fmt, enc.tobytes())
+
+
+def test_jpeg_validity_does_not_depend_on_trailing_bytes(photo: np.ndarray) -> None:
+    data = cv2.imencode(".jpg", photo)[1].tobytes()
+    out = decode_compressed("jpeg", data + b"\x00\x00")  # a complete image with padding after it
+    assert out.shape == photo.shape
+    with pytest.raises(ImageError, match="truncated|corrupt"):
+        decode_compressed("jpeg", data[: len(data) // 2] + b"\xff\xd9")  # half an image, end marker glued on
+    assert decode_compressed("png", data).shape == photo.shape  # the format string is only a hint
+
+
+@pytest.mark.parametrize("width, height", [(20000, 1), (1, 3000), (4096, 8), (64, 15)])
+def test_strips_and_oversized_raw_frames_are_refused(width: int, height: int) -> None:
+    with pytest.raises(ImageError, match="exceeds|narrower"):
+        image_codec.decode_raw("mono8", height, width, width, bytes(width * height))

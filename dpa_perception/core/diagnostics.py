@@ -33,7 +33,7 @@ LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR", STALE: "STALE"}
 
 CAMERA_KEYS = (
     "topic", "state", "input_rate_hz", "source_rate_hz", "estimated_loss_pct", "stamp_age_ms", "received",
-    "processed", "dropped", "deadline_misses", "input_errors", "future_stamps", "last_error",
+    "processed", "dropped", "deadline_misses", "input_errors", "future_stamps", "untrusted_stamps", "last_error",
 )  # fmt: skip
 
 
@@ -85,6 +85,7 @@ class DiagnosticsBuilder:
     loss_warn_pct: float = 20.0
     hardware_id: str = ""
     _errors_seen: dict[str, int] = field(default_factory=dict)
+    _untrusted_seen: dict[str, int] = field(default_factory=dict)
 
     def build(
         self,
@@ -121,8 +122,14 @@ class DiagnosticsBuilder:
         rate, age = _num(s.get("input_rate_hz")), _num(s.get("stamp_age_ms"))
         if state == "rejecting":
             return StatusRecord(name, ERROR, f"rejecting input: {last_error or 'malformed frames'}", values)
+        untrusted = int(s.get("untrusted_stamps") or 0)
+        new_untrusted = untrusted - self._untrusted_seen.get(topic, 0)
+        self._untrusted_seen[topic] = untrusted
         if new_errors > 0:
             return StatusRecord(name, WARN, f"{new_errors} malformed frame(s): {last_error}", values)
+        if new_untrusted > 0:
+            return StatusRecord(name, WARN, f"{new_untrusted} frame(s) stamped far from the receiving clock (stamp 0 or "
+                                            "an unsynchronised camera clock): aged from their arrival", values)
         if not active:
             return StatusRecord(name, OK, "node inactive (not subscribed)", values)
         if state == "waiting":

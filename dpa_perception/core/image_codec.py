@@ -5,12 +5,16 @@ Used by the ROS node and the rosbag replay alike, without cv_bridge.
 
 from __future__ import annotations
 
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import simplejpeg
 
+from dpa_perception.core import node_params as P
 from dpa_perception.core.errors import ImageError
 
 # encoding -> (channels, OpenCV conversion to BGR or None)
@@ -23,18 +27,45 @@ RAW_ENCODINGS: dict[str, tuple[int, int | None]] = {
 }
 
 
-def decode_message(msg: Any, compressed: bool) -> np.ndarray:
+@dataclass(frozen=True)
+class FrameLimits:
+    """What a frame may be before it is decoded (node parameters ``max_frame_*``, ``min_frame_side``)."""
+
+    max_width: int = P.default("max_frame_width")
+    max_height: int = P.default("max_frame_height")
+    max_pixels: int = P.default("max_frame_pixels")
+    max_compressed_bytes: int = P.default("max_compressed_bytes")
+    min_side: int = P.default("min_frame_side")
+
+    def check(self, width: int, height: int) -> None:
+        """Refuse a frame of ``width`` x ``height`` outside the limits (ImageError naming the limit)."""
+        if width > self.max_width or height > self.max_height:
+            raise ImageError(f"frame {width}x{height} exceeds the limit {self.max_width}x{self.max_height}")
+        if width * height > self.max_pixels:
+            raise ImageError(f"frame {width}x{height} has {width * height} pixels, over the limit {self.max_pixels}")
+        if min(width, height) < self.min_side:
+            raise ImageError(f"frame {width}x{height} is narrower than {self.min_side} px (min_frame_side)")
+
+
+DEFAULT_LIMITS = FrameLimits()
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def decode_message(msg: Any, compressed: bool, limits: FrameLimits = DEFAULT_LIMITS) -> np.ndarray:
     """A sensor_msgs/CompressedImage (``compressed``) or sensor_msgs/Image message as BGR uint8.
 
     Duck-typed on the message fields, so rclpy messages and rosbags-deserialised ones take the same
-    path (the node and the replay both call this). Raises :class:`ImageError` for a bad payload.
+    path (the node and the replay both call this). Raises :class:`ImageError` for a bad payload or
+    one outside ``limits`` (checked before any pixel is decoded).
     """
     if compressed:
-        return decode_compressed(msg.format, msg.data)
-    return decode_raw(msg.encoding, int(msg.height), int(msg.width), int(msg.step), msg.data)
+        return decode_compressed(msg.format, msg.data, limits)
+    return decode_raw(msg.encoding, int(msg.height), int(msg.width), int(msg.step), msg.data, limits)
 
 
-def decode_raw(encoding: str, height: int, width: int, step: int, data: bytes | np.ndarray) -> np.ndarray:
+def decode_raw(encoding: str, height: int, width: int, step: int, data: bytes | np.ndarray,
+               limits: FrameLimits = DEFAULT_LIMITS) -> np.ndarray:
     """A sensor_msgs/Image payload as a BGR uint8 array (row padding in ``step`` respected)."""
     enc = encoding.lower()
     if enc not in RAW_ENCODINGS:
@@ -42,6 +73,7 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data: bytes | 
     channels, conversion = RAW_ENCODINGS[enc]
     if height <= 0 or width <= 0:
         raise ImageError(f"empty image ({width}x{height})")
+    limits.check(width, height)
     row_bytes = width * channels
     if step < row_bytes:
         raise ImageError(f"step {step} is smaller than width*channels = {row_bytes} for {encoding}")
@@ -55,19 +87,53 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data: bytes | 
     return cv2.cvtColor(np.ascontiguousarray(img), conversion)
 
 
-def decode_compressed(fmt: str, data: bytes | np.ndarray) -> np.ndarray:
-    """A sensor_msgs/CompressedImage payload (JPEG or PNG) as a BGR uint8 array."""
+def decode_compressed(fmt: str, data: bytes | np.ndarray, limits: FrameLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """A sensor_msgs/CompressedImage payload (JPEG or PNG) as a BGR uint8 array.
+
+    The codec comes from the magic bytes (``fmt`` is only a hint: a format naming another codec is
+    refused); the header is read first and the size checked against ``limits`` before decoding.
+    JPEG is decoded strictly by libjpeg-turbo (simplejpeg): a truncated or corrupt scan is refused
+    whatever bytes follow it, trailing bytes after a complete image are ignored.
+    """
     buf = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
     if buf.size == 0:
         raise ImageError("compressed image is empty")
+    if buf.size > limits.max_compressed_bytes:
+        raise ImageError(f"compressed image of {buf.size} bytes exceeds the limit {limits.max_compressed_bytes}")
     kind = fmt.lower()
     if kind and not any(k in kind for k in ("jpeg", "jpg", "png")):
         raise ImageError(f"unsupported compressed format {fmt!r} (JPEG and PNG are)")
-    if buf[:2].tobytes() == b"\xff\xd8" and buf[-2:].tobytes() != b"\xff\xd9":
-        raise ImageError("truncated JPEG (no end-of-image marker)")
+    head = buf[:8].tobytes()
+    if head.startswith(JPEG_MAGIC):
+        return _decode_jpeg(buf, limits)
+    if head.startswith(PNG_MAGIC):
+        return _decode_png(buf, limits)
+    raise ImageError(f"not a JPEG or PNG payload (magic bytes {head[:4].hex()}; format says {fmt!r})")
+
+
+def _decode_jpeg(buf: np.ndarray, limits: FrameLimits) -> np.ndarray:
+    data = buf.tobytes()
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as exc:
+        raise ImageError(f"corrupt JPEG header ({exc})") from exc
+    limits.check(int(width), int(height))
+    try:
+        return np.asarray(simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True))
+    except ValueError as exc:
+        what = "truncated JPEG" if "premature end" in str(exc).lower() else "corrupt JPEG"
+        raise ImageError(f"{what} ({exc})") from exc
+
+
+def _decode_png(buf: np.ndarray, limits: FrameLimits) -> np.ndarray:
+    # IHDR is the first chunk: length, b"IHDR", width, height (big-endian), PNG spec section 11.2.2
+    if buf.size < 24 or buf[12:16].tobytes() != b"IHDR":
+        raise ImageError("corrupt PNG (no IHDR header)")
+    width, height = struct.unpack(">II", buf[16:24].tobytes())
+    limits.check(int(width), int(height))
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
-        raise ImageError(f"cannot decode {fmt or 'compressed'} image of {buf.size} bytes")
+        raise ImageError(f"cannot decode PNG image of {buf.size} bytes")
     return img
 
 

@@ -81,6 +81,20 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("ort_intra_op_threads", INT, 1,
               "ONNX Runtime intra-op threads per variant (0 = ONNX Runtime default).", min=0, max=256),
     ParamSpec("max_batch", INT, 4, "Most frames (one per camera) run in one engine call.", min=1, max=64),
+    ParamSpec("max_frame_width", INT, 4096, "Widest frame accepted (px); checked before decoding.", min=16,
+              max=65536),
+    ParamSpec("max_frame_height", INT, 4096, "Tallest frame accepted (px); checked before decoding.", min=16,
+              max=65536),
+    ParamSpec("max_frame_pixels", INT, 4096 * 4096,
+              "Most pixels per frame accepted; a compressed frame's size is read from its header first, so a "
+              "decompression bomb is refused without being inflated.", min=256, max=1 << 30),
+    ParamSpec("max_compressed_bytes", INT, 32 << 20, "Largest CompressedImage payload accepted (bytes).",
+              min=1024, max=1 << 30),
+    ParamSpec("min_frame_side", INT, 16, "Shortest frame side accepted (px): smaller strips cannot be letterboxed.",
+              min=1, max=4096),
+    ParamSpec("worker_stop_timeout_s", DOUBLE, 5.0,
+              "deactivate/cleanup wait this long for the batch being inferred before reporting that the "
+              "worker could not stop (it then exits after that batch).", min=0.1, max=600.0),
     ParamSpec("input_shape", STRING, "square",
               "Letterbox canvas: square (model size) or rect (smallest stride multiple; needs dynamic H/W).",
               choices=INPUT_SHAPES),
@@ -310,11 +324,15 @@ def validate_live_update(current: Mapping[str, Any], changes: Mapping[str, Any])
     return out
 
 
+# Structural parameters that are PipelineConfig fields of the same name.
+PIPELINE_STRUCTURAL = ("max_batch", "input_shape", "max_frame_width", "max_frame_height", "max_frame_pixels",
+                       "max_compressed_bytes", "min_frame_side", "worker_stop_timeout_s")  # fmt: skip
+
+
 def pipeline_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``PipelineConfig`` from validated values."""
     kw = {field: values[name] for name, field in PIPELINE_FIELDS.items()}
-    kw["max_batch"] = values["max_batch"]
-    kw["input_shape"] = values["input_shape"]
+    kw.update({name: values[name] for name in PIPELINE_STRUCTURAL})
     return kw
 
 

@@ -10,21 +10,21 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from dpa_perception.core import node_params as P
 from dpa_perception.core.errors import ConfigError, DpaError, ImageError
-from dpa_perception.core.governor import GovernorConfig, PrecisionGovernor
+from dpa_perception.core.governor import PrecisionGovernor
 from dpa_perception.core.image_codec import decode_message
+from dpa_perception.core.pipeline_config import InferenceEngine, PipelineConfig
 from dpa_perception.core.pipeline_state import CameraState as _Camera
 from dpa_perception.core.pipeline_state import FrameResult, Pending, RollingStats, stamp_loss
 from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.stats import LatencySnapshot, PipelineStats, PrecisionStats, VisibilitySnapshot, WorkerStats
-from dpa_perception.core.types import MODES, NS_PER_S, BatchResult, Mode
+from dpa_perception.core.types import MODES, NS_PER_S, Mode
 from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
 
 __all__ = ["FrameResult", "InferenceEngine", "Pipeline", "PipelineConfig", "RollingStats", "stamp_loss"]
@@ -33,34 +33,14 @@ NS = NS_PER_S
 
 
 @dataclass
-class PipelineConfig(GovernorConfig):
-    """Governor policy plus scheduling settings (``max_batch`` and ``input_shape`` are structural).
+class _Item:
+    """A frame of this round with its governor decision."""
 
-    Defaults and ranges come from the node's parameter table (:mod:`dpa_perception.core.node_params`).
-    """
-
-    max_batch: int = P.default("max_batch")
-    input_shape: str = P.default("input_shape")
-    visibility_every_n: int = P.default("visibility_every_n")
-    stamp_trust_s: float = P.default("stamp_trust_s")
-    stale_after_s: float = 2.0  # a camera with no frame for this long is reported stale
-
-    STRUCTURAL = ("max_batch", "input_shape")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.stale_after_s <= 0:
-            raise ConfigError("stale_after_s must be positive")
-
-
-class InferenceEngine(Protocol):
-    """What the pipeline needs of an engine (DualModeEngine, a TensorRT one, a test fake)."""
-
-    decode: DecodeConfig
-
-    def supports(self, input_shape: str) -> bool: ...
-
-    def infer(self, frames: Sequence[np.ndarray], mode: Mode, input_shape: str = "square") -> BatchResult: ...
+    cam: _Camera
+    p: Pending
+    vis: VisibilityReport
+    reason: str
+    vis_ms: float
 
 
 class Pipeline:
@@ -99,6 +79,8 @@ class Pipeline:
         self.worker_errors = 0
         self.last_worker_error = ""
         self._busy = False  # the worker is inside step()
+        self._life = threading.Lock()  # serialises start() and stop()
+        self._generation = 0  # a worker runs while its generation is the current one
         self._weather_visibility: float | None = None
         self._weather_precipitation = False
         self._seed_latency_model()
@@ -162,7 +144,7 @@ class Pipeline:
         """
         t0 = time.perf_counter()
         try:
-            frame = decode_message(msg, compressed)
+            frame = decode_message(msg, compressed, self.config.limits)
             if transform is not None:
                 frame = transform(frame)
         except DpaError as exc:
@@ -254,6 +236,9 @@ class Pipeline:
                 with self._lock:
                     if cam.pending is None:  # no newer frame arrived meanwhile: it may still make it next round
                         cam.pending = p
+                    else:  # a newer frame took the slot: this one is replaced, and counted
+                        cam.dropped += 1
+                        dropped.append(FrameResult(cam.name, p.stamp_ns, p.meta, "dropped", None, "replaced"))
                 continue
             cam, p = batch[0]
             budget = cfg.latency_budget_ms
@@ -270,7 +255,11 @@ class Pipeline:
         return batch, dropped
 
     def step(self) -> list[FrameResult]:
-        """Run one scheduling round: at most one batch per mode. Returns every frame it resolved."""
+        """Run one scheduling round: at most one batch per mode. Returns every frame it resolved.
+
+        A frame that fails anywhere (visibility, pre-processing, inference, post-processing) fails
+        alone: it is rejected on its own camera and the other frames of the batch are processed.
+        """
         now = self.steady_ns()
         with self._lock:
             cfg = self.config
@@ -280,80 +269,143 @@ class Pipeline:
         results += late
         if not batch:
             return results
-        groups: dict[Mode, list[tuple[_Camera, Pending, VisibilityReport | None, str]]] = {m: [] for m in MODES}
-        vis_ms = dict.fromkeys((id(p) for _, p in batch), 0.0)
+        groups: dict[Mode, list[_Item]] = {m: [] for m in MODES}
         for cam, p in batch:
-            vis = cam.visibility
-            if vis is None or cam.frame_index % cfg.visibility_every_n == 0:
-                t0 = time.perf_counter()
-                try:
-                    vis = self.visibility.estimate(p.frame, now_s=self.clock_ns() / NS)
-                except ImageError:  # too small to assess: no evidence either way, detection still runs
-                    vis = VisibilityReport.unknown()
-                vis_ms[id(p)] = (time.perf_counter() - t0) * 1e3
-                cam.visibility = vis
-            cam.frame_index += 1
-            age_ms = p.age_ns(now) / 1e6
-            d = self.governor.decide(cam.name, vis.degradation, age_ms, len(batch))
-            groups[d.mode].append((cam, p, vis, d.reason))
-        for mode, items in groups.items():
-            if not items:
+            try:
+                vis, vis_ms = self._visibility(cam, p, cfg)
+                d = self.governor.decide(cam.name, vis.degradation, p.age_ns(now) / 1e6, len(batch))
+            except Exception as exc:  # this frame alone
+                results.append(self._fail(cam, p, "visibility", exc))
                 continue
-            t_start = self.steady_ns()
-            res = self.engine.infer([p.frame for _, p, _, _ in items], mode, cfg.input_shape)
-            done = self.steady_ns()
-            n = len(items)
-            self.governor.observe(mode, n, res.timing.inference_ms, (res.timing.preprocess_ms + res.timing.postprocess_ms) / n)
-            with self._lock:
-                for (cam, p, vis, reason), dets in zip(items, res.detections):
-                    timing = {
-                        "queue_wait": round((t_start - p.arrived_ns) / 1e6, 3),
-                        "decode": round(p.decode_ms, 3),
-                        "visibility": round(vis_ms[id(p)], 3),
-                        "preprocess": round(res.timing.preprocess_ms / n, 3),
-                        "inference": round(res.timing.inference_ms / n, 3),
-                        "postprocess": round(res.timing.postprocess_ms / n, 3),
-                        "e2e": round(p.age_ns(done) / 1e6, 3),
-                    }
-                    r = FrameResult(cam.name, p.stamp_ns, p.meta, "processed", mode, reason, dets, timing, vis, n,
-                                    p.frame if p.keep_frame else None)
-                    cam.processed += 1
-                    cam.last_served_ns = done
-                    if timing["e2e"] > cfg.latency_budget_ms:
-                        cam.misses += 1
-                    self.stats_window.add(r, cfg.latency_budget_ms, done)
-                    results.append(r)
+            groups[d.mode].append(_Item(cam, p, vis, d.reason, vis_ms))
+        for mode, items in groups.items():
+            if items:
+                results += self._infer(mode, items, cfg)
         return results
+
+    def _visibility(self, cam: _Camera, p: Pending, cfg: PipelineConfig) -> tuple[VisibilityReport, float]:
+        vis, ms = cam.visibility, 0.0
+        if vis is None or cam.frame_index % cfg.visibility_every_n == 0:
+            t0 = time.perf_counter()
+            try:
+                vis = self.visibility.estimate(p.frame, now_s=self.clock_ns() / NS)
+            except ImageError:  # too small to assess: no evidence either way, detection still runs
+                vis = VisibilityReport.unknown()
+            ms = (time.perf_counter() - t0) * 1e3
+            cam.visibility = vis
+        cam.frame_index += 1
+        return vis, ms
+
+    def _infer(self, mode: Mode, items: list[_Item], cfg: PipelineConfig) -> list[FrameResult]:
+        """One engine call for ``items``; if it fails, each frame again on its own, so a bad frame fails alone."""
+        try:
+            return self._run(mode, items, cfg)
+        except Exception as exc:  # a failed engine call is an engine error (its diagnostic warns) ...
+            self._worker_error(exc)
+            if len(items) == 1:  # ... and the frame is rejected on its camera
+                return [self._fail(items[0].cam, items[0].p, "inference", exc)]
+        out: list[FrameResult] = []
+        for it in items:
+            try:
+                out += self._run(mode, [it], cfg)
+            except Exception as exc:
+                self._worker_error(exc)
+                out.append(self._fail(it.cam, it.p, "inference", exc))
+        return out
+
+    def _run(self, mode: Mode, items: list[_Item], cfg: PipelineConfig) -> list[FrameResult]:
+        t_start = self.steady_ns()
+        res = self.engine.infer([it.p.frame for it in items], mode, cfg.input_shape)
+        done = self.steady_ns()
+        n = len(items)
+        if len(res.detections) != n:
+            raise RuntimeError(f"the engine returned {len(res.detections)} results for {n} frames")
+        self.governor.observe(mode, n, res.timing.inference_ms, (res.timing.preprocess_ms + res.timing.postprocess_ms) / n)
+        results = []
+        with self._lock:
+            for it, dets in zip(items, res.detections):
+                cam, p = it.cam, it.p
+                timing = {
+                    "queue_wait": round((t_start - p.arrived_ns) / 1e6, 3),
+                    "decode": round(p.decode_ms, 3),
+                    "visibility": round(it.vis_ms, 3),
+                    "preprocess": round(res.timing.preprocess_ms / n, 3),
+                    "inference": round(res.timing.inference_ms / n, 3),
+                    "postprocess": round(res.timing.postprocess_ms / n, 3),
+                    "e2e": round(p.age_ns(done) / 1e6, 3),
+                }
+                r = FrameResult(cam.name, p.stamp_ns, p.meta, "processed", mode, it.reason, dets, timing, it.vis, n,
+                                p.frame if p.keep_frame else None)
+                cam.processed += 1
+                cam.last_served_ns = done
+                if timing["e2e"] > cfg.latency_budget_ms:
+                    cam.misses += 1
+                self.stats_window.add(r, cfg.latency_budget_ms, done)
+                results.append(r)
+        return results
+
+    def _fail(self, cam: _Camera, p: Pending, stage: str, exc: Exception) -> FrameResult:
+        """A frame that failed in processing: rejected on its camera, which goes to the back of the queue."""
+        message = f"{stage} failed: {type(exc).__name__}: {exc}"
+        with self._lock:
+            cam.input_errors += 1
+            cam.last_error = message
+            cam.last_error_ns = cam.last_served_ns = self.steady_ns()
+        return FrameResult(cam.name, p.stamp_ns, p.meta, "rejected", None, message)
 
     # ------------------------------------------------------------------ worker
 
     def start(self, on_result: Callable[[FrameResult], None]) -> None:
-        """Start the inference worker; ``on_result`` is called on its thread for every resolved frame."""
-        if self._worker is not None:
-            return
-        self._running = True
+        """Start the inference worker; ``on_result`` is called on its thread for every resolved frame.
 
-        def loop() -> None:
-            while self._running:
-                with self._lock:
-                    if not self._has_pending():
-                        self._ready.wait(timeout=0.1)
-                    self._busy = True
-                if not self._running:
+        Idempotent and thread-safe: never two workers. If a previous worker is still finishing a
+        batch after a timed-out :meth:`stop`, wait for it (``worker_stop_timeout_s``) or refuse.
+        """
+        with self._life:
+            old = self._worker
+            if old is not None and old.is_alive():
+                if self._running:
+                    return
+                old.join(self.config.worker_stop_timeout_s)
+                if old.is_alive():
+                    raise ConfigError("the previous inference worker is still finishing a batch "
+                                      f"(more than {self.config.worker_stop_timeout_s} s); try again")
+            self._running = True
+            self._generation += 1
+            self._worker = threading.Thread(target=self._loop, args=(self._generation, on_result),
+                                            name="dpa-inference", daemon=True)
+            self._worker.start()
+
+    def _loop(self, generation: int, on_result: Callable[[FrameResult], None]) -> None:
+        def current() -> bool:
+            return self._running and self._generation == generation
+
+        while current():
+            with self._lock:
+                if not self._has_pending():
+                    self._ready.wait(timeout=0.1)
+                self._busy = True
+            try:
+                if not current():
                     break
+                results = self.step()
+            except Exception as exc:  # a bug in a round must not stop the worker for every camera
+                self._worker_error(exc)
+                results = []
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._ready.notify_all()  # wakes drain()
+            for r in results:  # each result delivered on its own: a failing callback loses no other
                 try:
-                    for r in self.step():
-                        on_result(r)
-                except Exception as exc:  # one bad batch must not stop the worker for every camera
-                    self.worker_errors += 1
-                    self.last_worker_error = f"{type(exc).__name__}: {exc}"
-                finally:
-                    with self._lock:
-                        self._busy = False
-                        self._ready.notify_all()  # wakes drain()
+                    on_result(r)
+                except Exception as exc:
+                    self._worker_error(exc)
 
-        self._worker = threading.Thread(target=loop, name="dpa-inference", daemon=True)
-        self._worker.start()
+    def _worker_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self.worker_errors += 1
+            self.last_worker_error = f"{type(exc).__name__}: {exc}"
 
     def _has_pending(self) -> bool:
         return bool(self._dropped) or any(c.pending is not None for c in self._cams.values())
@@ -370,7 +422,7 @@ class Pipeline:
         wait (at most ``timeout_s``) until it has resolved them (its callback gets the results) and
         return an empty list.
         """
-        if self._worker is None:
+        if self._worker is None or not self._running:
             out: list[FrameResult] = []
             while True:
                 with self._lock:
@@ -383,13 +435,24 @@ class Pipeline:
                 self._ready.wait(timeout=min(left, 0.1))
         return []
 
-    def stop(self) -> None:
-        self._running = False
-        with self._lock:
-            self._ready.notify_all()
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Stop the worker, waiting for the batch it runs (at most ``timeout_s``, default the
+        ``worker_stop_timeout_s`` setting). Idempotent and thread-safe. False (and a worker error
+        saying so) when the worker could not finish in time; it then exits after its batch."""
+        timeout = self.config.worker_stop_timeout_s if timeout_s is None else timeout_s
+        with self._life:
+            self._running = False
+            with self._lock:
+                self._ready.notify_all()
+            worker = self._worker
+            if worker is None or worker is threading.current_thread():
+                return worker is None
+            worker.join(timeout)
+            if worker.is_alive():
+                self._worker_error(TimeoutError(f"stop: the worker did not finish its batch within {timeout} s"))
+                return False
             self._worker = None
+            return True
 
     # ------------------------------------------------------------------ statistics
 

@@ -81,6 +81,8 @@ def letterbox_batch(
         r = resize_ratio((h, w), spec.input_hw)
         nh, nw = resized_hw((h, w), spec)
         nh, nw = min(ch, nh), min(cw, nw)
+        if nh < 1 or nw < 1:
+            raise ImageError(f"frame {w}x{h} is too thin to letterbox onto {cw}x{ch} (it would be {nw}x{nh} px)")
         if spec.letterbox == "center":
             px, py = (cw - nw) // 2, (ch - nh) // 2
         else:

@@ -254,8 +254,9 @@ class DpaPerceptionNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        if self._runtime is not None and self._pipeline_running:
-            self._runtime.pipeline.stop()  # joins the worker; _active is already False, nothing more is published
+        if self._runtime is not None and self._pipeline_running and not self._runtime.pipeline.stop():
+            # _active is already False: nothing more is published; the worker exits after its batch
+            self.get_logger().error(f"inference worker still busy after {self._values['worker_stop_timeout_s']} s")
         self._pipeline_running = False
 
     def _release(self) -> None:
@@ -274,7 +275,8 @@ class DpaPerceptionNode(LifecycleNode):
             self.destroy_publisher(self._diag_pub)
             self._diag_pub = None
         if self._runtime is not None:
-            self._runtime.close()
+            if not self._runtime.close():
+                self.get_logger().error("engine left to the busy inference worker; it is freed when the worker exits")
             self._runtime = None
         self._last_warn.clear()
 
