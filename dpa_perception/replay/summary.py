@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,27 @@ def pct(a: np.ndarray) -> dict[str, float | None]:
     return percentiles(list(a), digits=2)
 
 
+STATUSES = ("processed", "dropped", "rejected", "failed")
+
+
+def per_camera_counts(frames: list[dict[str, Any]], topics: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per camera: frames in and how each ended (in = processed + dropped + rejected + failed)."""
+    out = {t: dict.fromkeys(("in", *STATUSES), 0) for t in topics}
+    for f in frames:
+        c = out.setdefault(f["topic"], dict.fromkeys(("in", *STATUSES), 0))
+        c["in"] += 1
+        c[f["status"]] = c.get(f["status"], 0) + 1
+    return out
+
+
+def top_reasons(frames: list[dict[str, Any]], status: str, n: int = 3) -> list[tuple[str, int]]:
+    return Counter(str(f["reason"]) for f in frames if f["status"] == status).most_common(n)
+
+
 def summarize(frames: list[dict[str, Any]], stats: PipelineStats, config: PipelineConfig, engine: dict[str, Any], *,
-              pace: str, weather: str, bags: Sequence[Path], topics: Sequence[str], written: int) -> dict[str, Any]:
+              pace: str, weather: str, bags: Sequence[Path], topics: Sequence[str], written: int,
+              extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The summary; ``extra`` (how the run ended, the timeline) goes first."""
     proc = [f for f in frames if f["status"] == "processed"]
     e2e = np.array([f["e2e_ms"] for f in proc], np.float64)
     stages = {s: pct(np.array([f["timing_ms"][s] for f in proc], np.float64)) for s in STAGES}
@@ -35,6 +54,8 @@ def summarize(frames: list[dict[str, Any]], stats: PipelineStats, config: Pipeli
     drops = Counter(f["reason"] for f in frames if f["status"] == "dropped")
     over = int(np.sum(e2e > config.latency_budget_ms))
     return {
+        "ended": "complete",
+        **(extra or {}),
         "bags": [str(b) for b in bags],
         "topics": list(topics),
         "pace": pace,
@@ -48,6 +69,9 @@ def summarize(frames: list[dict[str, Any]], stats: PipelineStats, config: Pipeli
         "frames_processed": len(proc),
         "frames_dropped": sum(1 for f in frames if f["status"] == "dropped"),
         "frames_rejected": sum(1 for f in frames if f["status"] == "rejected"),
+        "frames_failed": sum(1 for f in frames if f["status"] == "failed"),
+        "frames_per_camera": per_camera_counts(frames, topics),
+        "reject_reasons": dict(top_reasons(frames, "rejected", 10)),
         "drop_reasons": dict(drops),
         "deadline_misses": int(drops.get("stale", 0) + drops.get("late", 0) + over),
         "processed_over_budget": over,
