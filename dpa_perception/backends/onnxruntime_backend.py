@@ -69,8 +69,15 @@ class OnnxRuntimeSession:
             )
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
             raise BackendError(f"{model_path}: ONNX Runtime cannot load it ({exc})") from exc
-        self.input_name = self._session.get_inputs()[0].name
-        self._output_name = self._session.get_outputs()[0].name
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if not inputs or not outputs:
+            raise BackendError(f"{model_path}: the model has no input or no output")
+        self.input_name = inputs[0].name
+        self._output_name = outputs[0].name
+        # declared shapes (an int per static dim, a name or None per symbolic one), checked against
+        # the manifest's model description when an engine loads
+        self.input_shape: list[int | str | None] = list(inputs[0].shape)
+        self.output_shape: list[int | str | None] = list(outputs[0].shape)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run([self._output_name], {self.input_name: batch})[0]

@@ -15,5 +15,6 @@ One job per module, in the order a build runs them (:mod:`.engine_dir` strings t
 - :mod:`.score_offset`: the INT8 score offset that re-aligns scores with high precision
 - :mod:`.rect`: the rect input shape against square
 - :mod:`.report`: ``precision_report.json`` / ``.png``
+- :mod:`.publish`: ``--out`` checked up front, the atomic rename swap, what killed builds left
 - :mod:`.engine_dir`: ``BuildOptions`` and the build, step by step, published atomically
 """

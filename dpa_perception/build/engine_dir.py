@@ -1,8 +1,9 @@
 """The engine folder build, step by step: prepare the model, calibrate, probe sensitivity, plan the
 mixed precision, quantize the variants, fit the score offset, measure, write the manifest, publish.
 
-Everything is written into a temp folder beside ``out_dir`` and renamed over it at the end, so a
-failed or interrupted build leaves the old folder (or nothing) in place.
+Everything is written into a hidden temp folder beside ``out_dir``, synced, and swapped in by
+renames at the end (:mod:`.publish`), so a failed or interrupted build leaves the old folder (or
+nothing) in place, and the next run removes what a killed one left.
 """
 
 from __future__ import annotations
@@ -31,19 +32,20 @@ from dpa_perception.build.evaluate import AGREEMENT_IOU, NMS_IOU, SCORE_THRESHOL
 from dpa_perception.build.model_detect import detect_spec, load_onnx
 from dpa_perception.build.plan import PLAN_CHOICES, PLANS, Layers, Plan, PlanSearch
 from dpa_perception.build.prepare import HighVariant, prepare_high
+from dpa_perception.build.publish import check_out_dir, hidden_prefix, publish
 from dpa_perception.build.quantize import CALIBRATION_METHODS, Calibrated, FrameReader
 from dpa_perception.build.rect import measure_rect
 from dpa_perception.build.report import write_report
 from dpa_perception.build.score_offset import ScoreOffset, fit_score_offset
 from dpa_perception.build.timing import time_variants
-from dpa_perception.core.errors import ConfigError
+from dpa_perception.core.errors import ConfigError, ModelError
 from dpa_perception.core.manifest import Manifest, ModelEntry, VariantEntry, sha256_file
 from dpa_perception.core.model_spec import ModelSpec
 from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.preprocess import letterbox_batch
 
 Log = Callable[[str], None]
-__all__ = ["PLANS", "BuildOptions", "build", "build_engine_dir", "staging"]
+__all__ = ["PLANS", "BuildOptions", "build", "build_engine_dir", "check_references", "staging"]
 
 
 def _stderr(msg: str) -> None:
@@ -115,15 +117,14 @@ def load_calibration(source: Path, opts: BuildOptions, log: Log) -> Frames:
 
 @contextmanager
 def staging(out_dir: Path) -> Iterator[Path]:
-    """A temp folder beside ``out_dir``, renamed over it when the block ends without error and
-    removed (``out_dir`` untouched) when anything, even an interrupt, escapes the block."""
+    """A hidden temp folder beside ``out_dir``, published over it when the block ends without error
+    (:func:`~dpa_perception.build.publish.publish`: synced, then one rename swap) and removed
+    (``out_dir`` untouched) when anything, even an interrupt, escapes the block."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=hidden_prefix(out_dir, "tmp"), dir=out_dir.parent))
     try:
         yield tmp
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.replace(out_dir)
+        publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -275,6 +276,25 @@ def write_manifest(job: Job, built: Built) -> Manifest:
     return manifest
 
 
+def check_references(job: Job, ev: Evaluator) -> None:
+    """:class:`ModelError` when the high-precision model is no detector on these frames: no object at
+    the build's operating score on any frame, outputs that are not finite, or the same output
+    whatever the frame (nothing to calibrate the INT8 variant against, every agreement would be 1.0)."""
+    where = f"{job.model_path}"
+    n = len(ev.batch)
+    if not np.isfinite(ev.ref_out).all():
+        raise ModelError(f"{where}: the model's output holds NaN or infinite values on the calibration frames; "
+                         f"not a detector dpa-build can quantize")  # fmt: skip
+    found = sum(int((d.scores >= SCORE_THRESHOLD).sum()) for d in ev.ref_dets)
+    if found == 0:
+        raise ModelError(f"{where}: no detections (score >= {SCORE_THRESHOLD}) on any of the {n} calibration "
+                         f"frames: not a {job.spec.family} detector, wrong pre-processing in its description, "
+                         f"or calibration frames without objects")  # fmt: skip
+    if n > 1 and bool((ev.ref_out == ev.ref_out[:1]).all()):
+        raise ModelError(f"{where}: the model gives the same output on all {n} calibration frames: its output "
+                         f"does not depend on the image, not a detector")  # fmt: skip
+
+
 def build_into(job: Job, model: onnx.ModelProto) -> Manifest:
     """Every step that writes into the temp folder ``job.folder``."""
     high = prepare_high(model, job.spec, job.frames.calib[0], job.folder, job.log)
@@ -283,6 +303,7 @@ def build_into(job: Job, model: onnx.ModelProto) -> Manifest:
     # more references make its stop rule less noisy (calibration only sets ranges; measured
     # agreement on calibration frames was no better than on unseen ones).
     ev_select = Evaluator(job.spec, high.path, job.frames.calib + job.frames.held)
+    check_references(job, ev_select)
     cal = calibrate(job, high)
     probe_sensitivity(job, cal, ev)
     plan = plan_precision(job, cal, ev_select)
@@ -302,10 +323,7 @@ def build_into(job: Job, model: onnx.ModelProto) -> Manifest:
 def build(model_path: Path, calib_source: Path, out_dir: Path, opts: BuildOptions, log: Log = _stderr) -> Manifest:
     """Build ``out_dir`` from ``model_path`` with ``opts``; returns the manifest written. See ``dpa-build --help``."""
     opts.validate()
-    if out_dir.exists() and not opts.force:
-        raise ConfigError(f"{out_dir} exists; pass --force to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{out_dir} exists and is not a folder; --force replaces only an engine folder")
+    out_dir = check_out_dir(out_dir, opts.force, log)  # refusals up front, litter of a killed build cleaned
     started = time.time()
     model, spec = prepare_model(model_path, log)
     frames = load_calibration(calib_source, opts, log)

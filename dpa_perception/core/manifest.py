@@ -5,7 +5,8 @@ and reader (``Manifest.load``) of the file. The layout on disk is format version
 
     {"format_version": 1, "created": "...",
      "model": {"source", "sha256", "family", "input_name", "input_hw", "num_classes",
-               "num_anchors", "dynamic_batch", "dynamic_hw", "spec": {...ModelSpec...}},
+               "num_anchors", "dynamic_batch", "dynamic_hw", "spec": {...ModelSpec...},
+               "spec_sha256"},           (sha256 of the canonical spec: ModelSpec.digest)
      "variants": {"high": {"file", "precision", "sha256"},
                   "int8": {"file", "precision", "activations", "weights", "target", "sha256", "score_offset"},
                   "int8_trt": {...}},
@@ -13,7 +14,11 @@ and reader (``Manifest.load``) of the file. The layout on disk is format version
      "tools": ..., "build_seconds": ...,      (build records, kept verbatim in ``sections``)
      "tensorrt": {...}}                       (optional, written by the TensorRT builder)
 
-Every malformed shape is refused with a one-line :class:`ManifestError` naming the field.
+Every malformed shape is refused with a one-line :class:`ManifestError` naming the field, and so
+is a model description edited after the build: ``model.spec_sha256`` (written by dpa-build since
+the field was added) must match the spec it covers. A manifest without it (an older dpa-build)
+still loads with :meth:`Manifest.load`'s default, but ``require_spec_sha256=True`` (what
+:class:`~dpa_perception.inference.engine.DualModeEngine` asks for) refuses it: rebuild with dpa-build.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ MODEL_DEFAULTS: dict[str, Any] = {"source": "", "dynamic_batch": False, "dynamic
 VARIANT_DEFAULTS: dict[str, Any] = {"precision": "", "score_offset": 0.0}
 
 _MODEL_KEYS = ("source", "sha256", "family", "input_name", "input_hw", "num_classes", "num_anchors",
-               "dynamic_batch", "dynamic_hw", "spec")
+               "dynamic_batch", "dynamic_hw", "spec", "spec_sha256")
 _VARIANT_KEYS = ("file", "precision", "sha256", "score_offset")
 _TOP_KEYS = ("format_version", "created", "model", "variants", "tensorrt")
 
@@ -178,13 +183,14 @@ class ModelEntry:
     dynamic_batch: bool
     dynamic_hw: bool
     spec: ModelSpec
+    spec_sha256: str | None = field(default=None, compare=False)  # ModelSpec.digest(); None: older builds
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, *, source: str, sha256: str, dynamic_batch: bool, dynamic_hw: bool) -> ModelEntry:
         """The entry of a model described by ``spec`` (family, input and counts come from it)."""
         return cls(source=source, sha256=sha256, family=spec.family, input_name=spec.input_name,
                    input_hw=spec.input_hw, num_classes=spec.num_classes, num_anchors=spec.num_anchors,
-                   dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, spec=spec)
+                   dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, spec=spec, spec_sha256=spec.digest())
 
     def engine_max_batch(self, max_batch: int) -> int:
         """The largest batch its engines are built and keyed for: ``max_batch``, except that a
@@ -193,7 +199,7 @@ class ModelEntry:
         return max_batch if self.dynamic_batch else min(max_batch, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "source": self.source,
             "sha256": self.sha256,
             "family": self.family,
@@ -205,6 +211,9 @@ class ModelEntry:
             "dynamic_hw": self.dynamic_hw,
             "spec": self.spec.to_dict(),
         }
+        if self.spec_sha256 is not None:
+            d["spec_sha256"] = self.spec_sha256
+        return d
 
     @classmethod
     def from_dict(cls, value: object, where: str) -> ModelEntry:
@@ -223,7 +232,11 @@ class ModelEntry:
             dynamic_batch=_bool(d, "dynamic_batch", where, n, MODEL_DEFAULTS["dynamic_batch"]),
             dynamic_hw=_bool(d, "dynamic_hw", where, n, MODEL_DEFAULTS["dynamic_hw"]),
             spec=spec,
+            spec_sha256=_str(d, "spec_sha256", where, n) if "spec_sha256" in d else None,
         )
+        if entry.spec_sha256 is not None and entry.spec_sha256 != spec.digest():
+            raise ManifestError(f"{where}: model.spec does not match its checksum model.spec_sha256: the model "
+                                f"description was edited after the build; rebuild with dpa-build")
         for key in ("family", "input_name", "input_hw", "num_classes", "num_anchors"):
             if getattr(entry, key) != getattr(spec, key):
                 raise ManifestError(f"{where}: model.{key} {getattr(entry, key)!r} differs from model.spec's "
@@ -323,7 +336,14 @@ class Manifest:
         return self.variants[name]
 
     def variant_path(self, engine_dir: Path | str, name: str) -> Path:
-        return Path(engine_dir) / self.variant(name).file
+        """The variant's file; :class:`ManifestError` when it resolves (through a symbolic link)
+        outside the engine folder."""
+        path = Path(engine_dir) / self.variant(name).file
+        root = Path(engine_dir).resolve()
+        if root not in path.resolve().parents:
+            raise ManifestError(f"{path}: variant {name!r} resolves outside the engine folder "
+                                f"({path.resolve()}); rebuild with dpa-build")
+        return path
 
     def write(self, engine_dir: Path | str) -> Path:
         """Write ``engine_dir/manifest.json`` atomically (a temp file renamed over it)."""
@@ -343,12 +363,15 @@ class Manifest:
         return path
 
     @classmethod
-    def load(cls, engine_dir: Path | str, verify: bool = True, required: Sequence[str] = REQUIRED_VARIANTS) -> Manifest:
+    def load(cls, engine_dir: Path | str, verify: bool = True, required: Sequence[str] = REQUIRED_VARIANTS,
+             require_spec_sha256: bool = False) -> Manifest:  # fmt: skip
         """Read and check an engine folder's manifest.
 
-        Checks the format version and every field's shape, that the ``required`` variants are
-        listed and, with ``verify``, that their files exist and match their recorded sha256 (only
-        those: a broken TensorRT-only file does not stop ONNX Runtime). Raises :class:`ManifestError`.
+        Checks the format version and every field's shape, the model description against its
+        checksum, that the ``required`` variants are listed and, with ``verify``, that their files
+        exist and match their recorded sha256 (only those: a broken TensorRT-only file does not stop
+        ONNX Runtime). ``require_spec_sha256`` refuses a manifest without the description checksum
+        (an older dpa-build). Raises :class:`ManifestError`.
         """
         engine_dir = Path(engine_dir)
         path = engine_dir / MANIFEST_NAME
@@ -361,6 +384,9 @@ class Manifest:
         except (OSError, ValueError) as exc:
             raise ManifestError(f"{path}: unreadable manifest ({_one_line(exc)})") from exc
         manifest = cls.from_dict(raw, str(path))
+        if require_spec_sha256 and manifest.model.spec_sha256 is None:
+            raise ManifestError(f"{path}: model.spec_sha256 is missing (written by an older dpa-build, before the "
+                                f"model description was checksummed); rebuild with dpa-build --force")
         missing = [v for v in required if v not in manifest.variants]
         if missing:
             raise ManifestError(f"{path}: manifest must list the variants {', '.join(required)} "

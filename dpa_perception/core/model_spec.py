@@ -7,6 +7,9 @@ manifest; at run time it is read back from there, so this module needs no ONNX.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -92,6 +95,7 @@ class ModelSpec:
             raise ModelError(f"channel_order must be bgr or rgb, not {self.channel_order!r}")
         if self.letterbox not in ("top_left", "center"):
             raise ModelError(f"letterbox must be top_left or center, not {self.letterbox!r}")
+        self._validate_numbers()
         h, w = self.input_hw
         if h <= 0 or w <= 0 or h % self.max_stride or w % self.max_stride:
             raise ModelError(f"input size {h}x{w} is not a positive multiple of stride {self.max_stride}")
@@ -99,12 +103,39 @@ class ModelSpec:
             raise ModelError(f"size_rounding must be floor or round, not {self.size_rounding!r}")
         if self.num_classes <= 0:
             raise ModelError("model has no classes")
+        if self.num_anchors <= 0:
+            raise ModelError("model has no anchor rows")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ModelError(f"{len(self.class_names)} class names for a model with {self.num_classes} classes")
         expected = anchors_for(self.input_hw, self.strides)
         if self.family == "yolox" and expected != self.num_anchors:
             raise ModelError(
                 f"YOLOX output has {self.num_anchors} rows but strides {list(self.strides)} on "
                 f"{h}x{w} give {expected}: wrong strides in the model description?"
             )
+
+
+    def _validate_numbers(self) -> None:
+        if not self.strides or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in self.strides):
+            raise ModelError(f"strides must be positive integers, not {list(self.strides)}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ModelError(f"scale must be a positive finite number, not {self.scale!r}")
+        if not (math.isfinite(self.pad_value) and 0.0 <= self.pad_value <= 255.0):
+            raise ModelError(f"pad_value must be within [0, 255], not {self.pad_value!r}")
+
+    def digest(self) -> str:
+        """sha256 of the canonical description (``to_dict`` as sorted compact JSON): what the manifest
+        records as ``model.spec_sha256`` so an edited description is refused at load."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def output_shape(self, batch: int = 1, hw: tuple[int, int] | None = None) -> tuple[int, int, int]:
+        """The first output's shape for ``batch`` frames on a canvas ``hw`` (default the input size):
+        YOLOX ``[B, A, 5 + C]``, YOLOv8/YOLO11 ``[B, 4 + C, A]``."""
+        anchors = self.num_anchors if hw is None or hw == self.input_hw else anchors_for(hw, self.strides)
+        if self.family == "yolox":
+            return (batch, anchors, 5 + self.num_classes)
+        return (batch, 4 + self.num_classes, anchors)
 
 
 def anchors_for(hw: tuple[int, int], strides: tuple[int, ...]) -> int:

@@ -1,6 +1,8 @@
 """Evaluate a demo engine folder: mAP@0.5 per weather condition for high, int8 and auto.
 
-    python -m dpa_perception.demo.evaluate --engine DIR [--frames 100] [--json out.json]
+    dpa-eval --engine DIR [--frames 100] [--json out.json]
+
+Refuses an engine folder not built from the demo detector, and never writes into the engine folder.
 
 Frames are rendered by :mod:`dpa_perception.demo.scene` from scene seeds in a range the trainer
 never uses (``EVAL_SEED_BASE``), the same scenes under each condition (clear, fog, rain, night).
@@ -146,23 +148,75 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dpa_perception.demo.evaluate", description=__doc__.split("\n")[0])
+MAX_FRAMES = 10_000  # per condition
+
+
+def check_demo_engine(engine_dir: Path) -> None:
+    """:class:`ConfigError` (one line) unless ``engine_dir`` was built from the demo detector (the
+    shipped one or one retrained by :mod:`dpa_perception.demo.train`: a YOLOX with the demo classes).
+    Other engines would be scored against the renderer's labels in the wrong class space."""
+    from dpa_perception.core.errors import ConfigError
+    from dpa_perception.core.manifest import Manifest
+    from dpa_perception.demo.scene import DEMO_CLASSES
+
+    model = Manifest.load(engine_dir, verify=False).model
+    if model.spec.family != "yolox" or tuple(model.spec.class_names) != DEMO_CLASSES:
+        names = ", ".join(model.spec.class_names[:4]) + (", ..." if len(model.spec.class_names) > 4 else "")
+        raise ConfigError(f"--engine {engine_dir} was not built from the demo detector (its model "
+                          f"{model.source or '?'}: {model.family}, {model.num_classes} classes: {names}); dpa-eval "
+                          f"scores only the demo detector's classes ({', '.join(DEMO_CLASSES)})")  # fmt: skip
+
+
+def _check_args(a: argparse.Namespace) -> None:
+    """Option errors before anything renders; the results never go into the engine folder."""
+    from dpa_perception.core.errors import ConfigError
+    from dpa_perception.core.postprocess import DecodeConfig
+    from dpa_perception.tools.cli_common import engine_folder, int_in
+
+    int_in(a.frames, "--frames", 1, MAX_FRAMES)
+    DecodeConfig(score_threshold=a.score_threshold).validate()
+    engine_folder(a.engine)
+    if a.json is not None:
+        out = a.json.resolve()
+        if out.is_dir():
+            raise ConfigError(f"--json {a.json} is a folder; give a file name")
+        if not out.parent.is_dir():
+            raise ConfigError(f"--json {a.json}: folder {out.parent} not found")
+        if a.engine.resolve() in (out, *out.parents):
+            raise ConfigError(f"--json {a.json} is inside the engine folder; dpa-eval never writes there")
+    check_demo_engine(a.engine)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from dpa_perception.tools.cli_common import Parser
+
+    p = Parser(prog="dpa-eval", description=__doc__.split("\n")[0])
     p.add_argument("--engine", required=True, type=Path, help="engine folder built by dpa-build from the demo model")
-    p.add_argument("--frames", type=int, default=100, help="frames per condition")
+    p.add_argument("--frames", type=int, default=100, help=f"frames per condition (1 to {MAX_FRAMES})")
     p.add_argument("--score-threshold", type=float, default=0.05)
-    p.add_argument("--json", type=Path, default=None, help="write the results here (default ENGINE/demo_eval.json)")
-    a = p.parse_args(argv)
+    p.add_argument("--json", type=Path, default=None,
+                   help="also write the results (per-class AP too) to this file, outside the engine folder")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from dpa_perception.tools.cli_common import run_cli
+
+    a = make_parser().parse_args(argv)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    res = evaluate(a.engine, a.frames, a.score_threshold, log)
-    print(markdown_table(res))
-    out = a.json or (a.engine / "demo_eval.json")
-    out.write_text(json.dumps(res, indent=1))
-    log(f"wrote {out}")
-    return 0
+    def body() -> int:
+        _check_args(a)
+        res = evaluate(a.engine, a.frames, a.score_threshold, log)
+        print(markdown_table(res))
+        if a.json is not None:
+            a.json.write_text(json.dumps(res, indent=1))
+            log(f"wrote {a.json}")
+        return 0
+
+    return run_cli("dpa-eval", body)
 
 
 if __name__ == "__main__":

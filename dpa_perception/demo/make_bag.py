@@ -1,6 +1,6 @@
 """Generate the demo rosbag2 (mcap): several roadside cameras under a clear -> fog -> rain -> night timeline.
 
-    python -m dpa_perception.demo.make_bag OUT [--cameras 3] [--seconds 40] [--fps 10] [--seed 0]
+    dpa-demo-bag OUT [--cameras 3] [--seconds 40] [--fps 10] [--seed 0]
 
 Cameras ``cam0 .. cam{N-2}`` publish ``sensor_msgs/CompressedImage`` (JPEG) on
 ``/rsu/camK/image_raw/compressed``; with two or more cameras the last one publishes a raw
@@ -14,6 +14,7 @@ same arguments give the same messages.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,16 +48,40 @@ def camera_topics(cameras: int) -> list[tuple[str, str]]:
     return out
 
 
+INT_LIMITS = {"--cameras": (1, 64), "--seed": (0, 10**9), "--jpeg-quality": (0, 100)}
+FLOAT_LIMITS = {"--seconds": (0.0, 86_400.0), "--fps": (0.0, 1000.0)}
+
+
+def check_args(out: Path, cameras: int, seconds: float, fps: float, seed: int, jpeg_quality: int) -> None:
+    """:class:`ConfigError` (one line) for arguments no bag can be made of, before anything is written."""
+    from dpa_perception.core.errors import ConfigError
+    from dpa_perception.tools.cli_common import finite_in, int_in
+
+    for flag, value in (("--cameras", cameras), ("--seed", seed), ("--jpeg-quality", jpeg_quality)):
+        int_in(value, flag, *INT_LIMITS[flag])
+    for flag, number in (("--seconds", seconds), ("--fps", fps)):
+        finite_in(number, flag, *FLOAT_LIMITS[flag])
+        if number <= 0:
+            raise ConfigError(f"{flag} must be positive, not {number}")
+    if round(seconds * fps) < 1:
+        raise ConfigError(f"--seconds {seconds} at --fps {fps} gives no frame")
+    if out.suffix.lower() == ".bag":
+        raise ConfigError(f"{out}: a folder named *.bag is read as a ROS 1 bag by rosbags (and dpa-replay); "
+                          f"choose a name without .bag")  # fmt: skip
+    if os.path.lexists(out):
+        raise ConfigError(f"{out} already exists")
+    parent = Path(os.path.abspath(out)).parent
+    if not parent.is_dir():
+        raise ConfigError(f"{out}: folder {parent} not found")
+
+
 def make_bag(out: Path, cameras: int = 3, seconds: float = 40.0, fps: float = 10.0, seed: int = 0,
              jpeg_quality: int = 85, progress: bool = True) -> dict:
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     from dpa_perception.bags.writer import DETECTIONS_TYPE, DetectionBagWriter, typestore
 
-    if cameras < 1 or seconds <= 0 or fps <= 0:
-        raise SystemExit("make_bag: --cameras, --seconds and --fps must be positive")
-    if out.exists():
-        raise SystemExit(f"make_bag: {out} already exists")
+    check_args(out, cameras, seconds, fps, seed, jpeg_quality)
     ts = typestore()
     T = ts.types
     writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
@@ -110,20 +135,32 @@ def make_bag(out: Path, cameras: int = 3, seconds: float = 40.0, fps: float = 10
     return {"path": str(out), "messages": counts, "timeline": [k for k, _ in TIMELINE]}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dpa_perception.demo.make_bag", description=__doc__.split("\n")[0])
-    p.add_argument("out", type=Path, help="bag folder to create (must not exist)")
+def make_parser() -> argparse.ArgumentParser:
+    from dpa_perception.tools.cli_common import Parser
+
+    p = Parser(prog="dpa-demo-bag", description=__doc__.split("\n")[0])
+    p.add_argument("out", type=Path, help="bag folder to create (must not exist; not named *.bag)")
     p.add_argument("--cameras", type=int, default=3)
     p.add_argument("--seconds", type=float, default=40.0)
     p.add_argument("--fps", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jpeg-quality", type=int, default=85)
     p.add_argument("--quiet", action="store_true")
-    a = p.parse_args(argv)
-    info = make_bag(a.out, a.cameras, a.seconds, a.fps, a.seed, a.jpeg_quality, progress=not a.quiet)
-    for topic, n in sorted(info["messages"].items()):
-        print(f"{topic}: {n} messages")
-    return 0
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from dpa_perception.tools.cli_common import run_cli
+
+    a = make_parser().parse_args(argv)
+
+    def body() -> int:
+        info = make_bag(a.out, a.cameras, a.seconds, a.fps, a.seed, a.jpeg_quality, progress=not a.quiet)
+        for topic, n in sorted(info["messages"].items()):
+            print(f"{topic}: {n} messages")
+        return 0
+
+    return run_cli("dpa-demo-bag", body)
 
 
 if __name__ == "__main__":

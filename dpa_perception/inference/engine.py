@@ -12,8 +12,9 @@ import numpy as np
 
 from dpa_perception.backends.base import BackendSession, Placement, parse_placement
 from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions
-from dpa_perception.core.errors import ConfigError
+from dpa_perception.core.errors import ConfigError, ManifestError
 from dpa_perception.core.manifest import Manifest
+from dpa_perception.core.model_spec import ModelSpec
 from dpa_perception.core.pipeline_state import percentiles
 from dpa_perception.core.postprocess import DecodeConfig, decode_batch
 from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
@@ -54,10 +55,55 @@ def _open_session(
     return load_tensorrt_session(engine_dir, manifest, mode, placement, max_batch=max_batch)
 
 
+def _static(dim: object) -> int | None:
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
+
+
+def _declared_problem(session: BackendSession, spec: ModelSpec) -> str | None:
+    """What the variant's declared input/output (ONNX Runtime metadata) says against ``spec``."""
+    inp, out = getattr(session, "input_shape", None), getattr(session, "output_shape", None)
+    if inp is None or out is None:
+        return None  # a backend without declared shapes (TensorRT): the probe run below decides
+    if session.input_name != spec.input_name:
+        return f"its input is {session.input_name!r}, the manifest's description says {spec.input_name!r}"
+    if len(inp) != 4 or _static(inp[1]) not in (None, 3):
+        return f"its input {list(inp)} is not an NCHW image with 3 channels"
+    want_in = (None, 3, *spec.input_hw)
+    expected = spec.output_shape(1)
+    for got, want in [*zip(inp[2:], want_in[2:]), *zip(out[1:], expected[1:])]:
+        if _static(got) is not None and got != want:
+            return (f"it declares input {list(inp)} and output {list(out)}, the manifest's {spec.family} "
+                    f"description gives input {spec.input_hw[0]}x{spec.input_hw[1]} and output {list(expected)}")
+    if len(out) != 3:
+        return f"its output {list(out)} has rank {len(out)}, a detector's has 3"
+    return None
+
+
+def check_variant(session: BackendSession, spec: ModelSpec, where: str) -> None:
+    """:class:`ManifestError` (one line) when the loaded variant is not the model the manifest describes:
+    its declared input/output disagree with the description, or one blank frame at the description's
+    input size does not give the output shape its family, class and anchor counts imply."""
+    problem = _declared_problem(session, spec)
+    h, w = spec.input_hw
+    if problem is None:
+        try:
+            out = np.asarray(session.run(np.full((1, 3, h, w), spec.pad_value * spec.scale, np.float32)))
+        except Exception as exc:  # the backend's own error types
+            problem = f"it does not run at the described input size {h}x{w} ({' '.join(str(exc).split())[:200]})"
+        else:
+            if tuple(out.shape) != spec.output_shape(1):
+                problem = (f"its output is {list(out.shape)} at {h}x{w}, the manifest's {spec.family} description "
+                           f"({spec.num_classes} classes, {spec.num_anchors} anchors) gives {list(spec.output_shape(1))}")
+    if problem is not None:
+        raise ManifestError(f"{where}: {problem}: the manifest does not describe this model; rebuild with dpa-build")
+
+
 class DualModeEngine:
     """Holds the INT8 and the high-precision variant of one detector; ``infer`` runs either.
 
-    Built from an engine folder written by ``dpa-build`` (manifest and checksums verified).
+    Built from an engine folder written by ``dpa-build``: manifest, file checksums and the model
+    description's checksum verified (a manifest without one, from an older dpa-build, is refused),
+    and each loaded variant checked against the description (declared shapes, one blank frame).
     Pre-processing, inference and post-processing are timed per call and per-mode latency
     statistics are kept for the precision governor.
     """
@@ -79,7 +125,7 @@ class DualModeEngine:
         if max_batch < 1:
             raise ConfigError("max_batch must be at least 1")
         self.engine_dir = Path(engine_dir)
-        self.manifest = Manifest.load(self.engine_dir, verify=verify)
+        self.manifest = Manifest.load(self.engine_dir, verify=verify, require_spec_sha256=True)
         self.spec = self.manifest.model.spec
         self.backend = backend
         self.max_batch = max_batch
@@ -97,6 +143,7 @@ class DualModeEngine:
                     self.engine_dir, self.manifest, m, backend, self.placements[m],
                     ort_options or OrtOptions(), max_batch,
                 )
+                check_variant(self.sessions[m], self.spec, f"{self.engine_dir}: variant {m!r}")
         except Exception:
             self.close()
             raise

@@ -15,8 +15,9 @@ from dpa_perception.build.calibration import load_frames, split_holdout
 from dpa_perception.build.engine_dir import BuildOptions, build, build_engine_dir
 from dpa_perception.build.plan import PLAN_CHOICES, PLANS
 from dpa_perception.build.quantize import CALIBRATION_METHODS
+from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.types import BACKENDS
-from dpa_perception.tools.cli_common import run_cli
+from dpa_perception.tools.cli_common import Parser, int_in, run_cli
 
 __all__ = ["PLANS", "BuildOptions", "build_engine_dir", "load_frames", "main", "make_parser", "split_holdout"]
 
@@ -24,7 +25,7 @@ __all__ = ["PLANS", "BuildOptions", "build_engine_dir", "load_frames", "main", "
 def make_parser() -> argparse.ArgumentParser:
     """``dpa-build``'s options; every default is :class:`BuildOptions`'."""
     d = BuildOptions()
-    p = argparse.ArgumentParser(prog="dpa-build", description=__doc__)
+    p = Parser(prog="dpa-build", description=__doc__)
     p.add_argument("model", type=Path, help="ONNX detector (YOLOX or YOLOv8/YOLO11 export)")
     p.add_argument("--calib", type=Path, required=True, help="folder of images or a rosbag2 with image topics")
     p.add_argument("--out", type=Path, required=True, help="engine folder to write")
@@ -64,9 +65,20 @@ def _tensorrt(a: argparse.Namespace) -> int:
     return 0
 
 
+def check_tensorrt_options(a: argparse.Namespace) -> None:
+    """The TensorRT options, whatever the backend (a bad value is refused before any ONNX work)."""
+    parse_placement_plan(a.placement, gpu_fallback=not a.no_gpu_fallback)
+    int_in(a.max_batch, "--max-batch", 1, 1024)
+    if a.opt_batch is not None:
+        int_in(a.opt_batch, "--opt-batch", 1, a.max_batch)
+    int_in(a.workspace_mib, "--workspace-mib", 1)
+    if a.timing_cache is not None and a.timing_cache.is_dir():
+        raise ConfigError(f"--timing-cache {a.timing_cache} is a folder; give a file")
+
+
 def _run(a: argparse.Namespace) -> int:
+    check_tensorrt_options(a)  # a bad plan or batch fails before the build
     if a.backend == "tensorrt":
-        parse_placement_plan(a.placement, gpu_fallback=not a.no_gpu_fallback)  # a bad plan fails before the build
         if (a.out / "manifest.json").is_file() and not a.force:
             return _tensorrt(a)  # the folder exists: build only its TensorRT engines
     build(a.model, a.calib, a.out, options_from(a))
