@@ -57,7 +57,7 @@ setup(
             "dpa-replay = dpa_perception.tools.replay:main",
             "dpa-demo-bag = dpa_perception.demo.make_bag:main",
             "dpa-eval = dpa_perception.demo.evaluate:main",
-            "dpa_perception_node = dpa_perception.ros.node:main",
+            "dpa_perception_node = dpa_perception.tools.node_entry:main",
         ],
     },
 )
