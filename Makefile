@@ -29,7 +29,7 @@ demo: install
 	@test -f $(DEMO_ENGINE)/manifest.json || $(VENV)/bin/dpa-build $(DEMO_MODEL) --calib $(OUT)/demo_calib \
 		--out $(DEMO_ENGINE) --force
 	@test -d $(OUT)/demo_bag || $(VENV)/bin/dpa-demo-bag $(OUT)/demo_bag --cameras 3 --seconds 40 --fps 10
-	$(VENV)/bin/dpa-replay $(OUT)/demo_bag --engine $(DEMO_ENGINE) --out $(OUT)/demo_replay --mode auto
+	$(VENV)/bin/dpa-replay $(OUT)/demo_bag --engine $(DEMO_ENGINE) --out $(OUT)/demo_replay --mode auto --force
 	@echo "demo report: $(OUT)/demo_replay/report.png (summary: $(OUT)/demo_replay/summary.json)"
 
 # The same pipeline on the real roadside bag of the shared test data, under a fog ramp.
@@ -38,7 +38,7 @@ demo-shared: install
 	@test -f $(ENGINE)/manifest.json || $(VENV)/bin/dpa-build $(SHARED)/models/yolox_nano.onnx \
 		--calib $(SHARED)/images --out $(ENGINE)
 	$(VENV)/bin/dpa-replay $(SHARED)/bags/uadetrac_roadside_compressed_sqlite3 --engine $(ENGINE) \
-		--out $(OUT)/replay_fog_ramp --weather fog-ramp --mode auto
+		--out $(OUT)/replay_fog_ramp --weather fog-ramp --mode auto --force
 
 test: install
 	$(PY) -m pytest -q -rs

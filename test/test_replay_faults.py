@@ -159,29 +159,31 @@ def test_corrupt_cdr_messages_are_rejected_on_their_camera(warm_yolox_engine: Du
     assert s["per_camera"][CAM]["input_errors"] == 4 and "corrupt" in s["per_camera"][CAM]["last_error"]
 
 
-def test_strip_frames_never_stop_the_replay(warm_yolox_engine: DualModeEngine, jpeg: bytes, tmp_path: Path) -> None:
-    """20000x1 and 1x20000 frames between good ones: each is rejected (or, until the core rejects it
-    before inference, "failed" with the batch error); never processed, never a traceback."""
+def test_strip_frames_are_rejected_on_their_camera_only(warm_yolox_engine: DualModeEngine, jpeg: bytes,
+                                                       tmp_path: Path) -> None:
+    """20000x1, 1x20000 and 4000x1 frames between good ones, next to a second, healthy camera."""
     import cv2
 
     img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    strips = [np.zeros((1, 20000, 3), np.uint8), np.zeros((20000, 1, 3), np.uint8)]
+    strips = [np.zeros((1, 20000, 3), np.uint8), np.zeros((20000, 1, 3), np.uint8), np.zeros((1, 4000, 3), np.uint8)]
     items: list[tuple[str, str, int, Any]] = []
     for i in range(10):
         t = T0 + i * NS // 5
         items.append(("/raw", IMAGE, t, raw_msg(t, img)))
+        items.append((CAM, COMPRESSED, t + 1000, jpeg_msg(t + 1000, jpeg)))
         if i % 3 == 1:
-            items.append(("/raw", IMAGE, t + NS // 10, raw_msg(t + NS // 10, strips[i % 2])))
+            items.append(("/raw", IMAGE, t + NS // 10, raw_msg(t + NS // 10, strips[i // 3])))
     bag = write(tmp_path / "strips", items)
     s = replay(warm_yolox_engine, [bag], tmp_path / "out")
-    assert_accounted(s, tmp_path / "out", 13)
-    by_shape = {f["stamp_ns"]: f for f in frames(tmp_path / "out")}
-    strip_stamps = [t for _, _, t, m in items if m.width * m.height == 20000]
-    assert len(strip_stamps) == 3
-    assert all(by_shape[t]["status"] in ("rejected", "failed") for t in strip_stamps)
-    good = [f for t, f in by_shape.items() if t not in strip_stamps]
-    assert sum(f["status"] == "processed" for f in good) >= 9
     assert s["ended"] == "complete"
+    assert_accounted(s, tmp_path / "out", 23)
+    strip_stamps = {t for _, kind, t, m in items if kind == IMAGE and m.width * m.height in (20000, 4000)}
+    rec = {f["stamp_ns"]: f for f in frames(tmp_path / "out") if f["topic"] == "/raw"}
+    assert {t for t, f in rec.items() if f["status"] == "rejected"} == strip_stamps
+    assert s["frames_per_camera"]["/raw"]["rejected"] == 3 and s["per_camera"]["/raw"]["input_errors"] == 3
+    assert s["frames_per_camera"]["/raw"]["processed"] >= 9
+    assert s["frames_per_camera"][CAM]["processed"] >= 9 and s["frames_per_camera"][CAM]["rejected"] == 0
+    assert s["frames_failed"] == 0
 
 
 def test_mono16_bag_processes_nothing(warm_yolox_engine: DualModeEngine, tmp_path: Path) -> None:
@@ -212,3 +214,29 @@ def test_corrupt_bag_realtime_ends_within_twice_its_duration(warm_yolox_engine: 
     assert wall < 2 * played + 2.0, (wall, played)  # +2 s: report and bag writing after the last frame
     assert_accounted(s, tmp_path / "out", 23)
     assert s["frames_rejected"] == 7 and s["ended"] == "complete"
+
+
+def test_a_batch_that_raises_leaves_its_frames_failed_not_lost(warm_yolox_engine: DualModeEngine, jpeg: bytes,
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dpa_perception.core.pipeline import Pipeline
+
+    real = Pipeline.step
+    calls = {"n": 0}
+
+    def flaky(self: Pipeline, force: bool = False) -> list[Any]:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            with self._lock:  # take the waiting frames, as a batch that fails half-way would
+                for cam in self._cams.values():
+                    cam.pending = None
+            raise RuntimeError("injected batch failure")
+        return real(self, force)
+
+    monkeypatch.setattr(Pipeline, "step", flaky)
+    bag = jpeg_bag(tmp_path / "bag", jpeg, n=8)
+    s = replay(warm_yolox_engine, [bag], tmp_path / "out")
+    assert_accounted(s, tmp_path / "out", 8)
+    failed = [f for f in frames(tmp_path / "out") if f["status"] == "failed"]
+    assert len(failed) == s["frames_failed"] == 1
+    assert "injected batch failure" in failed[0]["reason"]
+    assert s["frames_processed"] == 7 and s["ended"] == "complete"

@@ -16,6 +16,7 @@ frame that gets no result is "failed"; a bag that stops reading part-way ends th
 from __future__ import annotations
 
 import heapq
+import os
 import signal
 import sys
 import threading
@@ -276,6 +277,7 @@ def run_replay(
         raise ConfigError(f"pace must be one of {', '.join(PACES)}")
     if not max_gap_s > 0:
         raise ConfigError(f"max gap must be positive, got {max_gap_s}")
+    out = Path(os.path.abspath(out))  # "." and "a/.." name their folder
     check_out(out, force)  # before the bags are read and the engine loaded
     chosen, timeline = _prepare(bags, values, topics, max_gap_s)
     for w in timeline.warnings[:8]:
