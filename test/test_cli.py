@@ -216,3 +216,102 @@ def test_build_tensorrt_bad_placement_fails_first(testdata: Path, tmp_path: Path
     assert rc == 2
     _one_error_line(err, "dpa-build")
     assert not (tmp_path / "eng").exists()
+
+
+# ---------------------------------------------------------------- option errors before any work (issue 12)
+
+
+@pytest.mark.parametrize("argv", [["--batch", "0"], ["--batch=-2"], ["--runs", "0"], ["--images", "<empty>"],
+                                  ["--images", "<missing>"], ["--threads=-1"]])  # fmt: skip
+def test_bench_bad_options_are_one_line(yolox_engine_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                        argv: list[str]) -> None:  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    argv = [{"<empty>": str(tmp_path / "empty"), "<missing>": str(tmp_path / "none")}.get(a, a) for a in argv]
+    rc = bench.main(["--engine", str(yolox_engine_dir), *argv])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    line = _one_error_line(err, "dpa-bench")
+    assert argv[0].split("=")[0] in line
+
+
+def _demo_engine(tmp_path: Path) -> Path:
+    """The shipped demo detector's engine folder (built once and cached, as test_demo_scene.py does)."""
+    import cv2
+    from engine_cache import cached_engine_dir
+
+    from dpa_perception.demo.scene import sample
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(8):
+        img, _, _, _ = sample(900 + i)
+        cv2.imwrite(str(calib / f"{i}.png"), img)
+    model = Path(__file__).resolve().parents[1] / "dpa_perception" / "demo" / "assets" / "demo_detector.onnx"
+    return cached_engine_dir(model, calib, bench_runs=3)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_eval_refuses_engines_that_are_not_the_demo_detectors(yolox_engine_dir: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    from dpa_perception.demo import evaluate
+
+    before = _snapshot(yolox_engine_dir)
+    rc = evaluate.main(["--engine", str(yolox_engine_dir), "--frames", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    assert "not built from the demo detector" in _one_error_line(err, "dpa-eval")
+    assert _snapshot(yolox_engine_dir) == before  # and nothing written into it
+
+
+def test_eval_on_the_demo_engine_missing_or_modified(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    from dpa_perception.demo import evaluate
+
+    demo = _demo_engine(tmp_path)
+    before = _snapshot(demo)
+    out_json = tmp_path / "eval.json"
+    assert evaluate.main(["--engine", str(demo), "--frames", "1", "--json", str(out_json)]) == 0
+    out, _ = capsys.readouterr()
+    assert "| high |" in out and json.loads(out_json.read_text())["frames_per_condition"] == 1
+    assert _snapshot(demo) == before  # dpa-eval never writes into the engine folder
+    for argv, message in ((["--json", str(demo / "eval.json")], "inside the engine folder"),
+                          (["--frames", "0"], "--frames"), (["--json", str(tmp_path)], "is a folder")):  # fmt: skip
+        assert evaluate.main(["--engine", str(demo), *argv]) == 2
+        assert message in _one_error_line(capsys.readouterr().err, "dpa-eval")
+    assert _snapshot(demo) == before
+    modified = Path(shutil.copytree(demo, tmp_path / "modified"))
+    with (modified / "high.onnx").open("ab") as f:
+        f.write(b"\0")
+    assert evaluate.main(["--engine", str(modified), "--frames", "1"]) == 2
+    assert "sha256" in _one_error_line(capsys.readouterr().err, "dpa-eval")
+    assert evaluate.main(["--engine", str(tmp_path / "no_engine"), "--frames", "1"]) == 2
+    assert "not found" in _one_error_line(capsys.readouterr().err, "dpa-eval")
+
+
+DEMO_BAG_REFUSALS = [("OUT.bag", [], "ROS 1 bag"), ("b", ["--cameras", "0"], "--cameras"), ("b", ["--seconds", "nan"], "--seconds"),
+                     ("b", ["--fps", "inf"], "--fps"), ("b", ["--seed=-1"], "--seed"),
+                     ("b", ["--jpeg-quality", "101"], "--jpeg-quality"), ("b", ["--seconds", "0.01"], "no frame")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "argv", "message"), DEMO_BAG_REFUSALS)
+def test_demo_bag_refusals(tmp_path: Path, capsys: pytest.CaptureFixture, name: str, argv: list[str], message: str) -> None:
+    from dpa_perception.demo import make_bag
+
+    rc = make_bag.main([str(tmp_path / name), "--quiet", *argv])
+    assert rc == 2
+    assert message in _one_error_line(capsys.readouterr().err, "dpa-demo-bag")
+    assert not (tmp_path / name).exists()
+
+
+def test_build_bad_tensorrt_options_fail_first(testdata: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr(build, "build", lambda *a, **k: pytest.fail("the build started"))
+    for argv in (["--max-batch", "0"], ["--opt-batch", "9"], ["--workspace-mib", "0"], ["--timing-cache", str(tmp_path)]):
+        rc = build.main([str(testdata / "models" / "yolox_nano.onnx"), "--calib", str(testdata / "images"),
+                         "--out", str(tmp_path / "eng"), *argv])  # fmt: skip
+        assert rc == 2
+        assert argv[0] in _one_error_line(capsys.readouterr().err, "dpa-build")
