@@ -292,7 +292,8 @@ def test_eval_on_the_demo_engine_missing_or_modified(tmp_path: Path, capsys: pyt
     assert "not found" in _one_error_line(capsys.readouterr().err, "dpa-eval")
 
 
-DEMO_BAG_REFUSALS = [("OUT.bag", [], "ROS 1 bag"), ("b", ["--cameras", "0"], "--cameras"), ("b", ["--seconds", "nan"], "--seconds"),
+DEMO_BAG_REFUSALS = [("OUT.bag", [], "ROS 1 bag"), ("b", ["--cameras", "0"], "--cameras"),
+                     ("b", ["--seconds", "nan"], "--seconds"),
                      ("b", ["--fps", "inf"], "--fps"), ("b", ["--seed=-1"], "--seed"),
                      ("b", ["--jpeg-quality", "101"], "--jpeg-quality"), ("b", ["--seconds", "0.01"], "no frame")]  # fmt: skip
 
