@@ -80,6 +80,14 @@ def test_timeline_merges_simultaneous_cameras_and_chains_recordings_of_one_camer
     assert len(tl.gaps) == 1 and tl.gaps[0]["gap_s"] > 1e8
 
 
+def test_timeline_never_overlaps_two_recordings_on_one_topic() -> None:
+    a = scan("a", {"/c1", "/c2"}, [0, 10])
+    b = scan("b", {"/c1"}, [0, 10])  # after a on /c1
+    c = scan("c", {"/c2"}, [2, 5])  # overlaps a on /c2 (not b): after a, merged with b
+    _place([a, b, c], NS)
+    assert (a.shift_ns, b.shift_ns, c.shift_ns) == (0, 11 * NS, 9 * NS)
+
+
 def test_bags_years_apart_play_back_to_back(warm_yolox_engine: DualModeEngine, testdata: Path, tmp_path: Path) -> None:
     """The roadside bag (2020) and a sim-time bag (1970), of different message types (a KeyError before)."""
     bags = [testdata / BAGS / ROADSIDE, testdata / BAGS / TINY]

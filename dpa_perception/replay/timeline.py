@@ -4,10 +4,10 @@ The replay never trusts a bag's metadata for time: a pre-pass reads the log time
 image message. Then:
 
 - bags are taken in recording order (first message; command-line order on ties);
-- a bag that overlaps the bags before it in time and shares none of their camera topics (cameras
-  recorded apart, at the same time) plays merged with them, on its own clock;
-- a bag that overlaps and shares a camera topic (two recordings of one camera, e.g. two sim-time
-  bags that both start at 0) is shifted to start ``join`` after them: back to back;
+- a bag that overlaps earlier bags in time on none of its camera topics (cameras recorded apart,
+  at the same time) plays merged with them, on its own clock;
+- a bag that overlaps an earlier bag on a camera topic (two recordings of one camera, e.g. two
+  sim-time bags that both start at 0) is shifted to start ``join`` after it: back to back;
 - any gap between successive messages longer than ``max_gap`` (bags years apart, a clock jump
   inside a bag) is collapsed to ``join``.
 
@@ -122,24 +122,20 @@ def _metadata_warning(s: BagScan, max_gap_ns: int) -> str | None:
 
 
 def _place(scans: list[BagScan], join_ns: int) -> list[str]:
-    """Shift bags that overlap earlier bags on a shared camera topic to follow them (back to back)."""
+    """Shift each bag that overlaps an earlier-placed bag on a shared camera topic to start ``join``
+    after the last of them (back to back); bags on other topics keep their times (merged)."""
     notes: list[str] = []
     order = sorted((i for i, s in enumerate(scans) if len(s.times)), key=lambda i: (scans[i].first_ns, i))
-    group_end: int | None = None
-    group_topics: set[str] = set()
+    topic_end: dict[str, int] = {}  # where the last bag placed on each topic ends
     for i in order:
         s = scans[i]
-        if group_end is None or s.first_ns > group_end:
-            group_topics = set(s.topics)
-        elif s.topics & group_topics:
-            s.shift_ns = group_end + join_ns - s.first_ns
-            notes.append(f"{s.path}: overlaps an earlier bag on {', '.join(sorted(s.topics & group_topics))}; "
+        clash = {t: topic_end[t] for t in s.topics if t in topic_end and topic_end[t] >= s.first_ns}
+        if clash:
+            s.shift_ns = max(clash.values()) + join_ns - s.first_ns
+            notes.append(f"{s.path}: overlaps an earlier bag on {', '.join(sorted(clash))}; "
                          f"played after it (shifted by {s.shift_ns / NS:.3f} s)")
-            group_end, group_topics = None, set(s.topics)
-        else:
-            group_topics |= s.topics
-        end = s.last_ns + s.shift_ns
-        group_end = end if group_end is None else max(group_end, end)
+        for t in s.topics:
+            topic_end[t] = max(topic_end.get(t, s.last_ns + s.shift_ns), s.last_ns + s.shift_ns)
     return notes
 
 
