@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -80,6 +80,8 @@ class CostEngine:
         self.cost = cost or {"int8": (1.0, 2.0), "high": (1.0, 4.0)}
         self.pre_ms, self.post_ms = pre_ms, post_ms
         self.calls: list[tuple[str, int]] = []
+        # called for every millisecond of simulated inference: cameras keep delivering frames meanwhile
+        self.tick: Callable[[], None] | None = None
 
     def supports(self, input_shape: str) -> bool:
         return input_shape == "square"
@@ -89,7 +91,14 @@ class CostEngine:
         inf = fixed + per * len(frames)
         self.calls.append((mode, len(frames)))
         if self.clock is not None:
-            self.clock.advance_ms(self.pre_ms + inf + self.post_ms)
+            total = self.pre_ms + inf + self.post_ms
+            if self.tick is None:
+                self.clock.advance_ms(total)
+            else:
+                end = self.clock.t + round(total * MS)
+                while self.clock.t < end:
+                    self.clock.t = min(end, self.clock.t + MS)
+                    self.tick()
         return BatchResult([Detections.empty() for _ in frames], mode,  # type: ignore[arg-type]
                            StageTiming(self.pre_ms, inf, self.post_ms))
 

@@ -143,8 +143,7 @@ def test_hostile_messages_on_one_camera_never_blind_the_others(warm_yolox_engine
                     errors.append(exc)
                     continue
                 assert r is not None and r.status == "rejected" and r.reason
-            time.sleep(0.06)  # ~16 Hz per camera: within what the engine serves, so every good frame counts
-        p.drain(10.0)
+            p.drain(10.0)  # the worker resolves this round before the next: no timing luck in the counts
     finally:
         assert p.stop()
     assert not errors

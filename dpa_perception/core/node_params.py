@@ -115,6 +115,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               live=True, min=0.0, max=1.0),
     ParamSpec("min_dwell_frames", INT, 10, "Frames a precision mode is kept before switching again.",
               live=True, min=0, max=10000),
+    ParamSpec("batch_window_ms", DOUBLE, 5.0,
+              "Wait up to this long after the first frame is ready for cameras due within it, so they share one "
+              "batch (fair service to phase-locked cameras); 0 = never wait.", live=True, min=0.0, max=100.0),
     ParamSpec("visibility_every_n", INT, 1, "Estimate visibility on every n-th frame per camera.", live=True,
               min=1, max=1000),
     ParamSpec("stamp_trust_s", DOUBLE, 10.0,
@@ -170,6 +173,7 @@ PIPELINE_FIELDS: dict[str, str] = {
     "min_dwell_frames": "min_dwell_frames",
     "visibility_every_n": "visibility_every_n",
     "stamp_trust_s": "stamp_trust_s",
+    "batch_window_ms": "batch_window_ms",
 }
 DECODE_FIELDS: dict[str, str] = {
     "score_threshold": "score_threshold",

@@ -79,6 +79,7 @@ class Pipeline:
         self.worker_errors = 0
         self.last_worker_error = ""
         self._busy = False  # the worker is inside step()
+        self.hold_until_ns: int | None = None  # the batching window holds ready frames until then (steady clock)
         self._life = threading.Lock()  # serialises start() and stop()
         self._generation = 0  # a worker runs while its generation is the current one
         self._weather_visibility: float | None = None
@@ -112,6 +113,7 @@ class Pipeline:
             cam.arrivals.append(now)
             if trusted:
                 cam.stamps.append(stamp_ns)
+                cam.ages.append(max(0, age))
                 cam.future_stamps += age < 0
             else:  # stamp 0, an unsynchronised camera clock: not a capture time; age from the arrival
                 cam.untrusted_stamps += 1
@@ -191,7 +193,26 @@ class Pipeline:
 
     # ------------------------------------------------------------------ processing
 
-    def _take_batch(self, now: int, cfg: PipelineConfig) -> tuple[list[tuple[_Camera, Pending]], list[FrameResult]]:
+    def _hold(self, ready: list[_Camera], now: int, cfg: PipelineConfig) -> bool:
+        """Under the lock: wait (batching window) for cameras due within ``batch_window_ms`` of the
+        first ready frame that have waited longer for service than some ready one, so that
+        phase-locked cameras share a batch (and the fair shedding) instead of the first one after an
+        idle engine always running alone. Sets :attr:`hold_until_ns`."""
+        self.hold_until_ns = None
+        if not ready or cfg.batch_window_ms <= 0 or len(ready) >= cfg.max_batch:
+            return False
+        end = min(c.pending.arrived_ns for c in ready if c.pending is not None) + int(cfg.batch_window_ms * 1e6)
+        served = max(c.last_served_ns for c in ready)
+        due = [t for c in self._cams.values()
+               if c.pending is None and c.last_served_ns < served and (t := c.next_arrival_ns()) is not None]
+        soon = [t for t in due if now < t <= end]
+        if not soon:
+            return False
+        self.hold_until_ns = min(end, max(soon))
+        return True
+
+    def _take_batch(self, now: int, cfg: PipelineConfig,
+                    force: bool = False) -> tuple[list[tuple[_Camera, Pending]], list[FrameResult]]:
         """Under the lock: pop ready frames, fairest first, dropping those already too old."""
         budget_ns = cfg.latency_budget_ms * 1e6
         dropped = self._dropped
@@ -208,7 +229,9 @@ class Pipeline:
                 dropped.append(FrameResult(cam.name, p.stamp_ns, p.meta, "dropped", None, "stale"))
                 continue
             ready.append(cam)
-        ready.sort(key=lambda c: c.last_served_ns)
+        if not force and self._hold(ready, now, cfg):
+            return [], dropped
+        ready.sort(key=lambda c: (c.last_served_ns, c.pending.arrived_ns if c.pending else 0))
         taken = []
         for cam in ready[: cfg.max_batch]:
             assert cam.pending is not None
@@ -231,7 +254,7 @@ class Pipeline:
             if ok:
                 break
             if len(batch) > 1:
-                cam, p = max(batch, key=lambda cp: cp[0].last_served_ns)
+                cam, p = max(batch, key=lambda cp: (cp[0].last_served_ns, cp[1].arrived_ns))  # ties: the newest frame waits
                 batch.remove((cam, p))
                 with self._lock:
                     if cam.pending is None:  # no newer frame arrived meanwhile: it may still make it next round
@@ -254,17 +277,19 @@ class Pipeline:
             break
         return batch, dropped
 
-    def step(self) -> list[FrameResult]:
+    def step(self, force: bool = False) -> list[FrameResult]:
         """Run one scheduling round: at most one batch per mode. Returns every frame it resolved.
 
         A frame that fails anywhere (visibility, pre-processing, inference, post-processing) fails
         alone: it is rejected on its own camera and the other frames of the batch are processed.
+        While the batching window holds (see :attr:`hold_until_ns`) it runs nothing; ``force``
+        ignores the window (draining at the end).
         """
         now = self.steady_ns()
         with self._lock:
             cfg = self.config
             self.governor.config = cfg  # the governor decides on the same settings as the rest of the round
-            batch, results = self._take_batch(now, cfg)
+            batch, results = self._take_batch(now, cfg, force)
         batch, late = self._shed(batch, now, cfg)
         results += late
         if not batch:
@@ -382,8 +407,11 @@ class Pipeline:
 
         while current():
             with self._lock:
+                hold = self.hold_until_ns
                 if not self._has_pending():
                     self._ready.wait(timeout=0.1)
+                elif hold is not None and (left := (hold - self.steady_ns()) / 1e9) > 0:
+                    self._ready.wait(timeout=left)  # a due camera's frame, or the window's end
                 self._busy = True
             try:
                 if not current():
@@ -428,7 +456,7 @@ class Pipeline:
                 with self._lock:
                     if not self._has_pending():
                         return out
-                out += self.step()
+                out += self.step(force=True)
         deadline = time.monotonic() + timeout_s
         with self._lock:
             while (self._busy or self._has_pending()) and (left := deadline - time.monotonic()) > 0:

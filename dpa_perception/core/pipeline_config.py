@@ -27,6 +27,7 @@ class PipelineConfig(GovernorConfig):
     input_shape: str = P.default("input_shape")
     visibility_every_n: int = P.default("visibility_every_n")
     stamp_trust_s: float = P.default("stamp_trust_s")
+    batch_window_ms: float = P.default("batch_window_ms")
     max_frame_width: int = P.default("max_frame_width")
     max_frame_height: int = P.default("max_frame_height")
     max_frame_pixels: int = P.default("max_frame_pixels")
@@ -44,6 +45,8 @@ class PipelineConfig(GovernorConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.batch_window_ms >= self.latency_budget_ms - self.safety_margin_ms:
+            raise ConfigError(f"batch_window_ms ({self.batch_window_ms}) must be below the budget less its margin")
         if self.stale_after_s <= 0:
             raise ConfigError("stale_after_s must be positive")
 

@@ -82,9 +82,21 @@ class CameraState:
         self.future_stamps = 0  # frames stamped ahead of the receiving clock (age clamped to 0)
         self.arrivals: deque[int] = deque(maxlen=30)
         self.stamps: deque[int] = deque(maxlen=STAMP_WINDOW)
+        self.ages: deque[int] = deque(maxlen=30)  # age at arrival of recent trusted frames
         self.last_served_ns = 0
         self.frame_index = 0
         self.visibility: VisibilityReport | None = None
+
+    def next_arrival_ns(self) -> int | None:
+        """When this camera's next frame should arrive (steady clock): its newest frame's capture
+        time on the steady clock, plus the camera's period from its stamps, plus its shortest recent
+        transport delay. None before it has shown a steady rate (or without trusted stamps)."""
+        if len(self.stamps) < 3 or not self.ages or self.last_arrival_ns is None:
+            return None
+        period = float(np.median(np.diff(np.asarray(self.stamps, np.int64)[-10:])))
+        if period <= 0:
+            return None
+        return int(self.last_arrival_ns - self.last_age_ns + period + min(self.ages))
 
     def snapshot(self, now: int, stale_after_s: float) -> CameraStats:
         """The camera's statistics at ``now`` (steady clock) for diagnostics and summaries."""
