@@ -111,6 +111,8 @@ MALFORMED: dict[str, tuple[Edit, str]] = {
     "variants a list": (_set("variants", []), "variants must be a JSON object"),
     "scale nan text": (_set("model.spec.scale", "nan"), "scale must be a positive finite number"),
     "checksum not a string": (_set("model.spec_sha256", 5), "model.spec_sha256 must be a string"),
+    "score_offset out of range": (_set("variants.int8.score_offset", 7.0), "score_offset must be within"),
+    "class names a number": (_set("model.spec.class_names", 5), "model.spec"),
 }
 
 
@@ -121,10 +123,17 @@ def test_malformed_manifest_is_refused(folder: Path, testdata: Path, capsys: pyt
     _refused(folder, testdata, capsys, message)
 
 
-@pytest.mark.parametrize("text", ["[]", "null", '{"format_version": 1, "model": ', ""])
+NOT_AN_OBJECT: dict[str, Callable[[], str]] = {
+    "list": lambda: "[]", "null": lambda: "null", "truncated": lambda: '{"format_version": 1, "model": ',
+    "empty": lambda: "", "nested 100000 deep": lambda: "[" * 100_000 + "]" * 100_000,
+    "17 MB": lambda: " " * (17 << 20),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(NOT_AN_OBJECT))
 def test_manifest_that_is_no_object_is_refused(folder: Path, testdata: Path, capsys: pytest.CaptureFixture,
-                                               text: str) -> None:  # fmt: skip
-    (folder / "manifest.json").write_text(text)
+                                               case: str) -> None:  # fmt: skip
+    (folder / "manifest.json").write_text(NOT_AN_OBJECT[case]())
     _refused(folder, testdata, capsys, "manifest")
 
 
@@ -185,8 +194,17 @@ def _static_variants(folder: Path) -> None:
             dims[2].dim_value, dims[3].dim_value = 416, 416
             onnx.save(model, str(path))
             d["variants"][name]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        d["model"]["dynamic_hw"] = False
 
     _edit(folder, edit)
+
+
+def test_dims_called_dynamic_that_are_static_are_refused(folder: Path, testdata: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """dynamic_hw (not in the description checksum) set back to true over static 416x416 variants."""
+    _static_variants(folder)
+    _edit(folder, _set("model.dynamic_hw", True))
+    _refused(folder, testdata, capsys, "static dims the manifest calls dynamic")
 
 
 def test_variant_replaced_by_another_detector_is_refused(folder: Path, testdata: Path,

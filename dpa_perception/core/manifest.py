@@ -37,6 +37,8 @@ from dpa_perception.core.errors import DpaError, ManifestError
 from dpa_perception.core.model_spec import ModelSpec
 
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20  # dpa-build writes about 10 KB
+MAX_SCORE_OFFSET = 0.5  # a score offset beyond this would turn every anchor into a detection (or none)
 FORMAT_VERSION = 1
 # The variant files an ONNX Runtime engine folder must hold; int8_trt is TensorRT's form.
 REQUIRED_VARIANTS = ("high", "int8")
@@ -130,6 +132,13 @@ def _float(d: Mapping[str, Any], key: str, where: str, name: str, default: float
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ManifestError(f"{where}: {name}.{key} must be a finite number, not {value!r}")
     return float(value)
+
+
+def _score_offset(value: float, where: str, name: str) -> float:
+    if not -MAX_SCORE_OFFSET <= value <= MAX_SCORE_OFFSET:
+        raise ManifestError(f"{where}: {name}.score_offset must be within [-{MAX_SCORE_OFFSET}, {MAX_SCORE_OFFSET}] "
+                            f"(dpa-build fits 0 to 0.1), not {value!r}")  # fmt: skip
+    return value
 
 
 def _hw(d: Mapping[str, Any], key: str, where: str, name: str, default: tuple[int, int]) -> tuple[int, int]:
@@ -273,7 +282,7 @@ class VariantEntry:
             file=_relative_file(_str(d, "file", where, n), where, n),
             precision=_str(d, "precision", where, n, VARIANT_DEFAULTS["precision"]),
             sha256=_str(d, "sha256", where, n),
-            score_offset=_float(d, "score_offset", where, n, VARIANT_DEFAULTS["score_offset"]),
+            score_offset=_score_offset(_float(d, "score_offset", where, n, VARIANT_DEFAULTS["score_offset"]), where, n),
             details={k: v for k, v in d.items() if k not in _VARIANT_KEYS},
         )
 
@@ -380,8 +389,11 @@ class Manifest:
         if not path.is_file():
             raise ManifestError(f"{path}: no manifest; is {engine_dir} a folder written by dpa-build?")
         try:
+            if path.stat().st_size > MAX_MANIFEST_BYTES:
+                raise ManifestError(f"{path}: manifest of {path.stat().st_size} bytes is not one dpa-build wrote "
+                                    f"(at most {MAX_MANIFEST_BYTES} bytes read)")  # fmt: skip
             raw = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ManifestError(f"{path}: unreadable manifest ({_one_line(exc)})") from exc
         manifest = cls.from_dict(raw, str(path))
         if require_spec_sha256 and manifest.model.spec_sha256 is None:

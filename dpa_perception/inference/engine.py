@@ -59,8 +59,9 @@ def _static(dim: object) -> int | None:
     return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
 
 
-def _declared_problem(session: BackendSession, spec: ModelSpec) -> str | None:
-    """What the variant's declared input/output (ONNX Runtime metadata) says against ``spec``."""
+def _declared_problem(session: BackendSession, spec: ModelSpec, dynamic: tuple[bool, bool]) -> str | None:
+    """What the variant's declared input/output (ONNX Runtime metadata) says against ``spec`` and the
+    manifest's ``(dynamic_batch, dynamic_hw)``."""
     inp, out = getattr(session, "input_shape", None), getattr(session, "output_shape", None)
     if inp is None or out is None:
         return None  # a backend without declared shapes (TensorRT): the probe run below decides
@@ -68,6 +69,9 @@ def _declared_problem(session: BackendSession, spec: ModelSpec) -> str | None:
         return f"its input is {session.input_name!r}, the manifest's description says {spec.input_name!r}"
     if len(inp) != 4 or _static(inp[1]) not in (None, 3):
         return f"its input {list(inp)} is not an NCHW image with 3 channels"
+    if (dynamic[0] and _static(inp[0])) or (dynamic[1] and (_static(inp[2]) or _static(inp[3]))):
+        return (f"its input {list(inp)} has static dims the manifest calls dynamic "
+                f"(dynamic_batch {str(dynamic[0]).lower()}, dynamic_hw {str(dynamic[1]).lower()})")
     want_in = (None, 3, *spec.input_hw)
     expected = spec.output_shape(1)
     for got, want in [*zip(inp[2:], want_in[2:]), *zip(out[1:], expected[1:])]:
@@ -79,11 +83,11 @@ def _declared_problem(session: BackendSession, spec: ModelSpec) -> str | None:
     return None
 
 
-def check_variant(session: BackendSession, spec: ModelSpec, where: str) -> None:
+def check_variant(session: BackendSession, spec: ModelSpec, where: str, dynamic: tuple[bool, bool] = (False, False)) -> None:
     """:class:`ManifestError` (one line) when the loaded variant is not the model the manifest describes:
     its declared input/output disagree with the description, or one blank frame at the description's
     input size does not give the output shape its family, class and anchor counts imply."""
-    problem = _declared_problem(session, spec)
+    problem = _declared_problem(session, spec, dynamic)
     h, w = spec.input_hw
     if problem is None:
         try:
@@ -143,7 +147,8 @@ class DualModeEngine:
                     self.engine_dir, self.manifest, m, backend, self.placements[m],
                     ort_options or OrtOptions(), max_batch,
                 )
-                check_variant(self.sessions[m], self.spec, f"{self.engine_dir}: variant {m!r}")
+                check_variant(self.sessions[m], self.spec, f"{self.engine_dir}: variant {m!r}",
+                              (self.dynamic_batch, self.dynamic_hw))
         except Exception:
             self.close()
             raise
