@@ -151,20 +151,23 @@ def test_corrupt_cdr_messages_are_rejected_on_their_camera(warm_yolox_engine: Du
         t = T0 + i * NS // 10
         items.append((CAM, COMPRESSED, t, jpeg_msg(t, jpeg)))
         items.append(("/other/image_raw/compressed", COMPRESSED, t + 1, jpeg_msg(t, jpeg)))
+    from rosbags.typesys import Stores, get_typestore
+
+    whole = bytes(get_typestore(Stores.ROS2_HUMBLE).serialize_cdr(jpeg_msg(T0, jpeg), COMPRESSED))
     bad = [b"", b"\x00\x01\x00\x00", rng.integers(0, 256, 64, dtype=np.uint8).tobytes(),
-           b"\x00\x01\x00\x00" + b"\xff" * 40]  # fmt: skip
+           b"\x00\x01\x00\x00" + b"\xff" * 40, whole[:30], whole[: len(whole) // 2]]  # fmt: skip
     for k, raw in enumerate(bad):
         items.append((CAM, COMPRESSED, T0 + k * NS // 10 + 50_000_000, raw))
     bag = write(tmp_path / "corrupt_cdr", sorted(items, key=lambda x: x[2]))
     s = replay(warm_yolox_engine, [bag], tmp_path / "out")
     assert s["ended"] == "complete"
-    assert_accounted(s, tmp_path / "out", 28)
+    assert_accounted(s, tmp_path / "out", 30)
     cam = s["frames_per_camera"][CAM]
-    assert cam["rejected"] == 4 and cam["processed"] + cam["dropped"] == 12
+    assert cam["rejected"] == 6 and cam["processed"] + cam["dropped"] == 12
     assert s["frames_per_camera"]["/other/image_raw/compressed"]["rejected"] == 0
     rejected = [f for f in frames(tmp_path / "out") if f["status"] == "rejected"]
     assert all(f["topic"] == CAM and "corrupt" in f["reason"] for f in rejected), rejected
-    assert s["per_camera"][CAM]["input_errors"] == 4 and "corrupt" in s["per_camera"][CAM]["last_error"]
+    assert s["per_camera"][CAM]["input_errors"] == 6 and "corrupt" in s["per_camera"][CAM]["last_error"]
 
 
 def test_strip_frames_are_rejected_on_their_camera_only(warm_yolox_engine: DualModeEngine, jpeg: bytes,
