@@ -16,7 +16,6 @@ says which); 2 a command-line, parameter or bag error (nothing written); 130/143
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -27,7 +26,7 @@ from typing import Any
 import yaml
 
 from dpa_perception.core import node_params as P
-from dpa_perception.core.errors import ConfigError, DpaError
+from dpa_perception.core.errors import ConfigError
 from dpa_perception.demo.weather import parse_weather
 from dpa_perception.replay.run import PACES, ReplayInterrupted, run_replay
 from dpa_perception.replay.timeline import MAX_GAP_S
@@ -142,14 +141,6 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise ReplayInterrupted(signum)
 
 
-def _internal(exc: Exception) -> int:
-    if os.environ.get("DPA_TRACEBACK"):
-        raise exc
-    print(f"dpa-replay: error: internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
-          "DPA_TRACEBACK=1 shows the traceback", file=sys.stderr)
-    return 1
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     a = parser().parse_args(argv)
 
@@ -163,12 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _interrupted(exc, a.out)
         except KeyboardInterrupt:
             return _interrupted(ReplayInterrupted(signal.SIGINT), a.out)
-        except OSError as exc:
-            raise ConfigError(" ".join(str(exc).split())) from exc
-        except DpaError:
-            raise
-        except Exception as exc:  # a bug: still one line (and no half-written --out: it is staged)
-            return _internal(exc)
+        # other errors: run_cli's one line (status 2, or 1 for a bug); --out is staged, so never half-written
         return _report(s, a.out)
 
     # SIGTERM before or after the play loop (which handles it itself): an interrupt, nothing written
