@@ -189,10 +189,11 @@ def default(name: str) -> Any:
     return list(d) if isinstance(d, list) else d
 
 
-def check_fields(obj: Any) -> None:
-    """Every attribute of ``obj`` named like a parameter is checked against the table (type, range,
-    choices; strings exactly as the table spells them) and the cross-parameter rules that apply."""
-    present = {name: getattr(obj, name) for name in SPECS if hasattr(obj, name)}
+def check_fields(obj: Any, names: Sequence[str] | None = None) -> None:
+    """Every attribute of ``obj`` named like a parameter (or those in ``names``) is checked against
+    the table (type, range, choices; strings exactly as the table spells them) and the
+    cross-parameter rules that apply."""
+    present = {name: getattr(obj, name) for name in (names or SPECS) if hasattr(obj, name)}
     for name, value in present.items():
         spec = SPECS[name]
         if coerce(spec, value) != value or (spec.type == INT and isinstance(value, float)):

@@ -9,6 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from dpa_perception.core import node_params as P
 from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.model_spec import ModelSpec
 from dpa_perception.core.preprocess import LetterboxInfo, unletterbox
@@ -19,17 +20,14 @@ from dpa_perception.core.types import Detections
 class DecodeConfig:
     """Thresholds applied after inference; safe to change between calls."""
 
-    score_threshold: float = 0.3
-    nms_iou: float = 0.45
+    score_threshold: float = P.default("score_threshold")
+    nms_iou: float = P.default("nms_iou")
     class_agnostic: bool = False
     class_filter: frozenset[int] = field(default_factory=frozenset)  # empty = all classes
     max_detections: int = 300
 
     def validate(self) -> None:
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ConfigError(f"score_threshold {self.score_threshold} is outside [0, 1]")
-        if not 0.0 < self.nms_iou <= 1.0:
-            raise ConfigError(f"nms_iou {self.nms_iou} is outside (0, 1]")
+        P.check_fields(self, ("score_threshold", "nms_iou"))  # ranges from the parameter table
         if self.max_detections < 1:
             raise ConfigError("max_detections must be at least 1")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,6 +21,11 @@ INPUT_SHAPE_POLICIES: tuple[InputShapePolicy, ...] = ("square", "rect")
 FrameStatus = Literal["processed", "dropped", "rejected"]
 FRAME_STATUSES: tuple[FrameStatus, ...] = ("processed", "dropped", "rejected")
 NS_PER_S = 1_000_000_000
+
+
+def class_name(class_names: Sequence[str] | None, class_id: int) -> str:
+    """The name of ``class_id``, or the id as text when the model names no such class (the one fallback)."""
+    return class_names[class_id] if class_names and 0 <= class_id < len(class_names) else str(class_id)
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class Detections:
         out = []
         for box, score, cid in zip(self.boxes, self.scores, self.class_ids):
             c = int(cid)
-            name = class_names[c] if class_names and 0 <= c < len(class_names) else str(c)
+            name = class_name(class_names, c)
             out.append(
                 {
                     "class_id": c,

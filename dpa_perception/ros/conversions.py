@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dpa_perception.core.types import NS_PER_S, Detections
+from dpa_perception.core.types import NS_PER_S, Detections, class_name
 
 
 def stamp_to_ns(sec: int, nanosec: int) -> int:
@@ -53,7 +53,7 @@ def box_records(dets: Detections, class_names: Sequence[str] = ()) -> list[BoxRe
     for box, score, cid in zip(dets.boxes, dets.scores, dets.class_ids):
         x1, y1, x2, y2 = (float(v) for v in box)
         c = int(cid)
-        name = class_names[c] if 0 <= c < len(class_names) else str(c)
+        name = class_name(class_names, c)
         out.append(
             BoxRecord(
                 center_x=(x1 + x2) / 2.0,
