@@ -72,6 +72,7 @@ def summarize(frames: list[dict[str, Any]], stats: PipelineStats, config: Pipeli
         "frames_failed": sum(1 for f in frames if f["status"] == "failed"),
         "frames_per_camera": per_camera_counts(frames, topics),
         "reject_reasons": dict(top_reasons(frames, "rejected", 10)),
+        "fail_reasons": dict(top_reasons(frames, "failed", 3)),
         "drop_reasons": dict(drops),
         "deadline_misses": int(drops.get("stale", 0) + drops.get("late", 0) + over),
         "processed_over_budget": over,

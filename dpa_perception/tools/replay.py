@@ -116,14 +116,20 @@ def _report(s: dict[str, Any], out: Path) -> int:
     print(f"dpa-replay: report {out / 'report.png'}, summary {out / 'summary.json'} (ended: {s['ended']}), "
           f"detections bag {out / 'detections'}")
     if s["ended"] == "nothing_processed":
-        reasons = "; ".join(f"{n}x {r}" for r, n in s.get("reject_reasons", {}).items()) or "none rejected"
-        print(f"dpa-replay: error: no frame processed ({s['frames_in']} in, {s['frames_rejected']} rejected: "
-              f"{reasons[:300]}); outputs in {out}", file=sys.stderr)
+        reasons = "; ".join(f"{n}x {r}" for r, n in s.get("reject_reasons", {}).items())
+        print(f"dpa-replay: error: no frame processed ({s['frames_in']} in: {s['frames_rejected']} rejected"
+              f"{' (' + reasons[:300] + ')' if reasons else ''}, {s['frames_dropped']} dropped "
+              f"{s['drop_reasons']}, {s['frames_failed']} failed{_first(s['fail_reasons'])}); outputs in {out}",
+              file=sys.stderr)
         return 1
     if s["ended"] == "read_error":
         print(f"dpa-replay: error: {s['read_errors'][0]}; the part read was replayed, outputs in {out}", file=sys.stderr)
         return 1
     return 0
+
+
+def _first(reasons: dict[str, int]) -> str:
+    return f" ({next(iter(reasons))[:200]})" if reasons else ""
 
 
 def _interrupted(exc: ReplayInterrupted, out: Path) -> int:
