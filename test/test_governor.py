@@ -116,6 +116,31 @@ def test_slow_high_variant_falls_back_to_int8_for_the_budget() -> None:
     assert gov2.decide("cam", 0.95, 0.0, 1).mode == "high"
 
 
+@pytest.mark.parametrize("policy, expected", [("shed", (None, "budget_shed")), ("high", ("high", "budget_high"))])
+def test_budget_never_falls_back_to_an_int8_that_is_not_faster(policy: str, expected: tuple) -> None:
+    """INT8 that does not pay (slower than high on this target) is never used "for the budget"."""
+    gov = PrecisionGovernor(GovernorConfig(min_dwell_frames=0, budget_fallback=policy))
+    warm_model(gov.model, {"high": 80.0, "int8": 90.0})
+    d = gov.decide("cam", 0.95, 0.0, 1)
+    assert (d.mode, d.reason) == expected
+    # nor an INT8 that would not fit either
+    gov = PrecisionGovernor(GovernorConfig(min_dwell_frames=0, budget_fallback=policy))
+    warm_model(gov.model, {"high": 200.0, "int8": 100.0})
+    assert (gov.decide("cam", 0.95, 0.0, 1).mode, gov.decide("cam", 0.95, 0.0, 1).reason) == expected
+
+
+def test_budget_shed_frames_are_dropped_and_counted_by_the_pipeline() -> None:
+    clock = FakeClock()
+    engine = CostEngine(clock, {"int8": (0.0, 90.0), "high": (0.0, 80.0)})
+    p = make_pipeline(clock, engine, min_dwell_frames=0)
+    warm_model(p.governor.model, {"high": 80.0, "int8": 90.0})
+    p.submit("cam", frame(0.95), clock.t)
+    (r,) = p.step()
+    assert (r.status, r.reason) == ("dropped", "budget_shed") and engine.calls == []
+    cam = p.stats().cameras["cam"]
+    assert cam.dropped == 1 and cam.deadline_misses == 1 and cam.received == 1
+
+
 def test_frame_age_counts_against_the_budget() -> None:
     gov = PrecisionGovernor(GovernorConfig(latency_budget_ms=85.0, safety_margin_ms=10.0, min_dwell_frames=0))
     warm_model(gov.model, {"high": 40.0, "int8": 10.0})

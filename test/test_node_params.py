@@ -28,7 +28,7 @@ REQUIRED = {
 LIVE = {
     "precision_mode", "latency_budget_ms", "safety_margin_ms", "enter_high_threshold", "leave_high_threshold",
     "min_dwell_frames", "visibility_every_n", "score_threshold", "nms_iou", "class_agnostic_nms",
-    "class_filter", "latency_error_after_s", "stamp_trust_s", "batch_window_ms",
+    "class_filter", "latency_error_after_s", "stamp_trust_s", "batch_window_ms", "budget_fallback",
 }  # fmt: skip
 
 

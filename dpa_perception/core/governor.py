@@ -24,6 +24,7 @@ class GovernorConfig:
     enter_high_threshold: float = P.default("enter_high_threshold")  # degradation that calls for high precision
     leave_high_threshold: float = P.default("leave_high_threshold")  # ... and the level to fall under to leave it
     min_dwell_frames: int = P.default("min_dwell_frames")  # frames a visibility-driven choice is held
+    budget_fallback: str = P.default("budget_fallback")  # when high does not fit and INT8 is not faster: shed | high
 
     def validate(self) -> None:
         P.check_fields(self)
@@ -79,8 +80,10 @@ class LatencyModel:
 
 @dataclass
 class Decision:
-    mode: Mode
-    reason: str  # forced | visibility | clear | budget | warming_up | probe
+    mode: Mode | None  # None: shed (the frame is dropped, a predicted deadline miss)
+    # forced | visibility | clear | warming_up | probe | budget (INT8: faster and fits) |
+    # budget_shed / budget_high (nothing faster fits: dropped, or run in high precision by policy)
+    reason: str
     predicted_ms: float | None = None
 
 
@@ -147,15 +150,26 @@ class PrecisionGovernor:
                     reason = "warming_up"
                 ok, pred = self.fits("high", batch, age_ms)
                 if not ok:
-                    self._fallbacks_since_probe += 1
-                    young = age_ms < cfg.latency_budget_ms / 4
-                    if self._fallbacks_since_probe >= self.reprobe_every and young and batch == 1:
-                        self._fallbacks_since_probe = 0
-                        reason = "probe"
-                    else:
-                        mode, reason = "int8", "budget"
-                        pred = self.model.predict("int8", batch)
+                    return self._budget_fallback(age_ms, batch, pred)
             else:
                 pred = self.model.predict("int8", batch)
             d = Decision(mode, reason, pred)
         return d
+
+    def _budget_fallback(self, age_ms: float, batch: int, high_ms: float | None) -> Decision:
+        """High precision does not fit: INT8 only if it is predicted to fit and to be faster (never
+        accuracy traded for nothing); else shed the frame or run it in high precision, by policy.
+        Now and then a young frame runs in high precision to re-measure it (a once-slow variant
+        would otherwise be predicted slow forever)."""
+        cfg = self.config
+        self._fallbacks_since_probe += 1
+        young = age_ms < cfg.latency_budget_ms / 4
+        if self._fallbacks_since_probe >= self.reprobe_every and young and batch == 1:
+            self._fallbacks_since_probe = 0
+            return Decision("high", "probe", high_ms)
+        ok, int8_ms = self.fits("int8", batch, age_ms)
+        if ok and (int8_ms is None or high_ms is None or int8_ms < high_ms):
+            return Decision("int8", "budget", int8_ms)
+        if cfg.budget_fallback == "high":
+            return Decision("high", "budget_high", high_ms)
+        return Decision(None, "budget_shed", None)

@@ -118,6 +118,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("batch_window_ms", DOUBLE, 5.0,
               "Wait up to this long after the first frame is ready for cameras due within it, so they share one "
               "batch (fair service to phase-locked cameras); 0 = never wait.", live=True, min=0.0, max=100.0),
+    ParamSpec("budget_fallback", STRING, "shed",
+              "When high precision would miss the budget and INT8 is not predicted both to fit and to be faster: "
+              "shed the frame (dropped, counted as a miss) or run it in high precision anyway (late).",
+              live=True, choices=("shed", "high")),
     ParamSpec("visibility_every_n", INT, 1, "Estimate visibility on every n-th frame per camera.", live=True,
               min=1, max=1000),
     ParamSpec("stamp_trust_s", DOUBLE, 10.0,
@@ -171,6 +175,7 @@ PIPELINE_FIELDS: dict[str, str] = {
     "enter_high_threshold": "enter_high_threshold",
     "leave_high_threshold": "leave_high_threshold",
     "min_dwell_frames": "min_dwell_frames",
+    "budget_fallback": "budget_fallback",
     "visibility_every_n": "visibility_every_n",
     "stamp_trust_s": "stamp_trust_s",
     "batch_window_ms": "batch_window_ms",

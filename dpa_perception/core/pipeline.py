@@ -302,6 +302,12 @@ class Pipeline:
             except Exception as exc:  # this frame alone
                 results.append(self._fail(cam, p, "visibility", exc))
                 continue
+            if d.mode is None:  # shed: no mode can make the budget, and the policy says drop
+                with self._lock:
+                    cam.dropped += 1
+                    cam.misses += 1
+                results.append(FrameResult(cam.name, p.stamp_ns, p.meta, "dropped", None, d.reason))
+                continue
             groups[d.mode].append(_Item(cam, p, vis, d.reason, vis_ms))
         for mode, items in groups.items():
             if items:
