@@ -174,6 +174,28 @@ def test_sigkill_mid_build_leaves_hidden_litter_that_the_next_run_removes(testda
     assert (out / "manifest.json").read_text() == "old engine"
 
 
+@pytest.mark.parametrize(("sig", "rc"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_ctrl_c_mid_build_removes_its_temp_folder(testdata: Path, tmp_path: Path, sig: int, rc: int) -> None:
+    out = _engine_like(tmp_path / "eng", "old engine")
+    cmd = [sys.executable, "-m", "dpa_perception.tools.build", str(testdata / "models" / YOLOX), "--calib",
+           str(testdata / "images"), "--out", str(out), "--force", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline and not any((p / "high.onnx").exists() for p in _hidden(tmp_path, "eng")):
+            assert proc.poll() is None, "the build ended before the signal"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == rc, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("dpa-build: ")
+    assert _hidden(tmp_path, "eng") == []
+    assert (out / "manifest.json").read_text() == "old engine"
+
+
 # ---------------------------------------------------------------- --out refused up front
 
 

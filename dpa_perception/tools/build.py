@@ -17,7 +17,7 @@ from dpa_perception.build.plan import PLAN_CHOICES, PLANS
 from dpa_perception.build.quantize import CALIBRATION_METHODS
 from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.types import BACKENDS
-from dpa_perception.tools.cli_common import Parser, int_in, run_cli
+from dpa_perception.tools.cli_common import Parser, int_in, run_cli, sigterm_raises
 
 __all__ = ["PLANS", "BuildOptions", "build_engine_dir", "load_frames", "main", "make_parser", "split_holdout"]
 
@@ -87,7 +87,8 @@ def _run(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = make_parser().parse_args(argv)
-    return run_cli("dpa-build", lambda: _run(a))
+    with sigterm_raises():  # SIGTERM removes the temp folder like Ctrl-C (the old --out stays)
+        return run_cli("dpa-build", lambda: _run(a))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Every error of a tool is one line on stderr, ``PROG: error: ...``, and a non-zero exit status:
 usage errors (:class:`Parser`, status 2), library errors (:class:`DpaError`, status 2), system
 errors (:class:`OSError`: a full disk, a permission, status 2) and, for a bug, any other exception
-(status 1; ``DPA_DEBUG=1`` prints its traceback too).
+(status 1; ``DPA_DEBUG=1`` prints its traceback too). Ctrl-C exits 130; SIGTERM inside
+:func:`sigterm_raises` exits 143, after the cleanup of the work under way.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -75,6 +79,28 @@ def finite_in(value: float, flag: str, low: float, high: float) -> float:
     return value
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by :func:`sigterm_raises` so that cleanup handlers run
+    (a BaseException: ``except Exception`` blocks do not swallow it)."""
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`Terminated` (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def run_cli(prog: str, body: Callable[[], int]) -> int:
     """Run ``body``; an error becomes one line on stderr: status 2 for library and system errors
     (:class:`DpaError`, :class:`OSError`), 1 for anything else (a bug), 130 on Ctrl-C."""
@@ -89,6 +115,9 @@ def run_cli(prog: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143
     except Exception as exc:  # a bug: still one line; DPA_DEBUG=1 for the traceback
         if os.environ.get("DPA_DEBUG"):
             traceback.print_exc()
