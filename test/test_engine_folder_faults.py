@@ -247,3 +247,22 @@ def test_edits_outside_the_description_still_load(folder: Path) -> None:
         assert not engine.supports("rect")
     finally:
         engine.close()
+
+
+def test_tensorrt_backend_does_not_need_the_onnx_variant_files(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corrupt int8.onnx stops ONNX Runtime (which runs it) but not TensorRT (which runs engines built from
+    it, checked by their own key); here a stand-in TensorRT loader serves the intact high-precision file."""
+    from dpa_perception.backends import base
+    from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession
+    from dpa_perception.backends.tensorrt import session as trt_session
+
+    (folder / "int8.onnx").write_bytes(b"corrupt")
+    with pytest.raises(ManifestError, match="int8.onnx: sha256"):
+        DualModeEngine(folder)
+    monkeypatch.setattr(trt_session, "load_tensorrt_session",
+                        lambda d, m, v, p, **k: OnnxRuntimeSession(d / "high.onnx", base.Placement("cpu")))  # fmt: skip
+    engine = DualModeEngine(folder, backend="tensorrt")
+    engine.close()
+    _edit(folder, _spec(channel_order="rgb"))  # the description checksum holds for every backend
+    with pytest.raises(ManifestError, match="checksum"):
+        DualModeEngine(folder, backend="tensorrt")
