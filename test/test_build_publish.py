@@ -267,3 +267,18 @@ def test_a_model_that_is_no_detector_is_refused(testdata: Path, tmp_path: Path, 
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and last.startswith("dpa-build: error:") and "not_a_detector.onnx" in last and message in last
     assert not out.exists()
+
+
+def test_calibration_frames_the_model_cannot_take_are_skipped(testdata: Path) -> None:
+    """A 20000x1 strip among the calibration frames is skipped with a line, not a crash; only strips: one error."""
+    from dpa_perception.build.engine_dir import usable_frames
+    from dpa_perception.build.model_detect import detect_spec
+
+    spec = detect_spec(testdata / "models" / YOLOX)
+    good = np.zeros((540, 960, 3), np.uint8)
+    strip = np.zeros((1, 20000, 3), np.uint8)
+    logs: list[str] = []
+    assert len(usable_frames([strip, good, strip], spec, Path("calib"), logs.append)) == 1
+    assert len(logs) == 2 and all("skipping calibration frame" in line for line in logs)
+    with pytest.raises(ConfigError, match="none of its 2 frames fits"):
+        usable_frames([strip, strip], spec, Path("calib"), _quiet)

@@ -38,7 +38,7 @@ from dpa_perception.build.rect import measure_rect
 from dpa_perception.build.report import write_report
 from dpa_perception.build.score_offset import ScoreOffset, fit_score_offset
 from dpa_perception.build.timing import time_variants
-from dpa_perception.core.errors import ConfigError, ModelError
+from dpa_perception.core.errors import ConfigError, ImageError, ModelError
 from dpa_perception.core.manifest import Manifest, ModelEntry, VariantEntry, sha256_file
 from dpa_perception.core.model_spec import ModelSpec
 from dpa_perception.core.postprocess import DecodeConfig
@@ -107,9 +107,28 @@ def prepare_model(model_path: Path, log: Log) -> tuple[onnx.ModelProto, ModelSpe
     return model, spec
 
 
-def load_calibration(source: Path, opts: BuildOptions, log: Log) -> Frames:
+def usable_frames(frames: list[np.ndarray], spec: ModelSpec, source: Path, log: Log) -> list[np.ndarray]:
+    """The frames the model's letterbox can take (a 20000x1 strip cannot); the others skipped with a
+    line each; :class:`ConfigError` when none is left."""
+    usable = []
+    for i, frame in enumerate(frames):
+        try:
+            letterbox_batch([frame], spec, spec.input_hw)
+        except ImageError as exc:
+            log(f"dpa-build: skipping calibration frame {i + 1} of {source}: {exc}")
+            continue
+        usable.append(frame)
+    if not usable:
+        raise ConfigError(f"{source}: none of its {len(frames)} frames fits the model's input "
+                          f"{spec.input_hw[0]}x{spec.input_hw[1]}")  # fmt: skip
+    return usable
+
+
+def load_calibration(source: Path, opts: BuildOptions, log: Log, spec: ModelSpec | None = None) -> Frames:
     """The calibration frames and the held-out frames the variants are judged on."""
     frames = load_frames(source, opts.calib_frames, opts.topics)
+    if spec is not None:
+        frames = usable_frames(frames, spec, source, log)
     calib, held, held_kind = split_holdout(frames)
     log(f"dpa-build: {len(calib)} calibration frames, held-out: {len(held)} ({held_kind})")
     return Frames(frames, calib, held, held_kind)
@@ -326,7 +345,7 @@ def build(model_path: Path, calib_source: Path, out_dir: Path, opts: BuildOption
     out_dir = check_out_dir(out_dir, opts.force, log)  # refusals up front, litter of a killed build cleaned
     started = time.time()
     model, spec = prepare_model(model_path, log)
-    frames = load_calibration(calib_source, opts, log)
+    frames = load_calibration(calib_source, opts, log, spec)
     with staging(out_dir) as folder:
         manifest = build_into(Job(model_path, calib_source, opts, spec, frames, folder, log, started), model)
     log(f"dpa-build: wrote {out_dir} in {manifest.sections['build_seconds']:.0f} s")
