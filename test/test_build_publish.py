@@ -282,3 +282,14 @@ def test_calibration_frames_the_model_cannot_take_are_skipped(testdata: Path) ->
     assert len(logs) == 2 and all("skipping calibration frame" in line for line in logs)
     with pytest.raises(ConfigError, match="none of its 2 frames fits"):
         usable_frames([strip, strip], spec, Path("calib"), _quiet)
+
+
+def test_out_that_holds_the_build_input_is_refused(testdata: Path, tmp_path: Path) -> None:
+    out = _engine_like(tmp_path / "eng", "old")
+    model = out / "model.onnx"
+    shutil.copy(testdata / "models" / YOLOX, model)
+    with pytest.raises(ConfigError, match="holds the model"):
+        build_engine_dir(model, testdata / "images", out, force=True, progress=False, log=_quiet)
+    with pytest.raises(ConfigError, match="holds --calib"):
+        build_engine_dir(testdata / "models" / YOLOX, out, out, force=True, progress=False, log=_quiet)
+    assert model.is_file() and (out / "manifest.json").read_text() == "old"

@@ -343,6 +343,9 @@ def build(model_path: Path, calib_source: Path, out_dir: Path, opts: BuildOption
     """Build ``out_dir`` from ``model_path`` with ``opts``; returns the manifest written. See ``dpa-build --help``."""
     opts.validate()
     out_dir = check_out_dir(out_dir, opts.force, log)  # refusals up front, litter of a killed build cleaned
+    for flag, path in (("the model", model_path), ("--calib", calib_source)):
+        if out_dir.resolve() in (path.resolve(), *path.resolve().parents):
+            raise ConfigError(f"--out {out_dir} holds {flag} {path}: replacing it would delete its own input")
     started = time.time()
     model, spec = prepare_model(model_path, log)
     frames = load_calibration(calib_source, opts, log, spec)
