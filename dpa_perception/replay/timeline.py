@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from dpa_perception.bags.reader import log_times, metadata_span, topic_types
+from dpa_perception.core.errors import BagError
 from dpa_perception.core.types import NS_PER_S
 
 NS = NS_PER_S
@@ -43,8 +44,8 @@ class BagScan:
     path: Path
     topics: set[str]
     times: np.ndarray  # log times of the selected image messages (ns, sorted)
-    meta_start_ns: int
-    meta_end_ns: int
+    meta_start_ns: int | None  # None: the metadata has no usable span
+    meta_end_ns: int | None
     error: str = ""  # the read error that stopped the pre-pass
     shift_ns: int = 0  # added to this bag's log times to place it on the timeline
 
@@ -103,7 +104,12 @@ def scan_bags(paths: Sequence[Path], topics: Sequence[str]) -> list[BagScan]:
         types = topic_types([p])
         mine = {t for t in types if t in topics}
         times, error = log_times(p, sorted(mine))
-        start, end = metadata_span(p)
+        start: int | None
+        end: int | None
+        try:
+            start, end = metadata_span(p)
+        except BagError:  # not needed for timing: the messages' times are
+            start = end = None
         scans.append(BagScan(Path(p), mine, np.sort(times), start, end, error))
     return scans
 
@@ -111,6 +117,8 @@ def scan_bags(paths: Sequence[Path], topics: Sequence[str]) -> list[BagScan]:
 def _metadata_warning(s: BagScan, max_gap_ns: int) -> str | None:
     if not len(s.times):
         return None
+    if s.meta_start_ns is None or s.meta_end_ns is None:
+        return f"{s.path}: metadata.yaml gives no usable start/end time; the replay uses the messages' own times"
     tol = int(METADATA_TOLERANCE_S * NS)
     outside = s.first_ns < s.meta_start_ns - tol or s.last_ns > s.meta_end_ns + tol
     far = s.meta_start_ns < s.first_ns - max_gap_ns or s.meta_end_ns > s.last_ns + max_gap_ns
