@@ -25,6 +25,7 @@ from dpa_perception.core.diagnostics import DiagnosticsBuilder, StatusRecord
 from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.pipeline import Pipeline, PipelineConfig
 from dpa_perception.core.postprocess import DecodeConfig
+from dpa_perception.core.preprocess import resized_hw
 from dpa_perception.core.types import MODES, NS_PER_S
 from dpa_perception.inference.engine import DualModeEngine
 
@@ -44,6 +45,7 @@ class RuntimeConfig:
     pipeline: PipelineConfig
     decode: DecodeConfig
     cameras: tuple[str, ...]
+    reduced_decode: bool
     latency_error_after_s: float
     degraded_threshold: float
 
@@ -65,6 +67,7 @@ def runtime_config(values: Mapping[str, Any]) -> RuntimeConfig:
         pipeline=pipeline,
         decode=decode,
         cameras=tuple(v["camera_topics"]),
+        reduced_decode=v["reduced_decode"],
         latency_error_after_s=v["latency_error_after_s"],
         degraded_threshold=v["enter_high_threshold"],
     )
@@ -169,7 +172,9 @@ def assemble(
     else:
         _check_reused(engine, cfg)
     try:
-        pipeline = Pipeline(engine, cfg.pipeline, clock_ns=clock_ns, steady_ns=steady_ns)
+        spec = engine.spec
+        target = (lambda h, w: resized_hw((h, w), spec)) if cfg.reduced_decode else None
+        pipeline = Pipeline(engine, cfg.pipeline, clock_ns=clock_ns, steady_ns=steady_ns, decode_target=target)
         for cam in cfg.cameras:
             pipeline.add_camera(cam)
     except BaseException:

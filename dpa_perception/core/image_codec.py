@@ -6,6 +6,7 @@ Used by the ROS node and the rosbag replay alike, without cv_bridge.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,34 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+# (height, width) of a frame -> the smallest (height, width) the detector needs of it (its letterbox size)
+Target = Callable[[int, int], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded frame and the size of the original: smaller when a JPEG was decoded at reduced scale."""
+
+    image: np.ndarray
+    original_hw: tuple[int, int]
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        """Original pixels per decoded pixel (x, y): detections on ``image`` times this are in the original."""
+        return self.original_hw[1] / self.image.shape[1], self.original_hw[0] / self.image.shape[0]
+
+
+def decode_frame(msg: Any, compressed: bool, limits: FrameLimits = DEFAULT_LIMITS,
+                 target: Target | None = None) -> Decoded:
+    """:func:`decode_message`, and with ``target`` a JPEG is decoded at the largest libjpeg-turbo
+    reduction of 1/2, 1/4 or 1/8 that still covers the target size (no CPU spent on pixels the
+    letterbox would throw away)."""
+    if not compressed:
+        img = decode_message(msg, compressed, limits)
+        return Decoded(img, (img.shape[0], img.shape[1]))
+    return _decode_compressed(msg.format, msg.data, limits, target)
+
+
 def decode_message(msg: Any, compressed: bool, limits: FrameLimits = DEFAULT_LIMITS) -> np.ndarray:
     """A sensor_msgs/CompressedImage (``compressed``) or sensor_msgs/Image message as BGR uint8.
 
@@ -95,6 +124,10 @@ def decode_compressed(fmt: str, data: bytes | np.ndarray, limits: FrameLimits = 
     JPEG is decoded strictly by libjpeg-turbo (simplejpeg): a truncated or corrupt scan is refused
     whatever bytes follow it, trailing bytes after a complete image are ignored.
     """
+    return _decode_compressed(fmt, data, limits).image
+
+
+def _decode_compressed(fmt: str, data: bytes | np.ndarray, limits: FrameLimits, target: Target | None = None) -> Decoded:
     buf = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
     if buf.size == 0:
         raise ImageError("compressed image is empty")
@@ -105,24 +138,41 @@ def decode_compressed(fmt: str, data: bytes | np.ndarray, limits: FrameLimits = 
         raise ImageError(f"unsupported compressed format {fmt!r} (JPEG and PNG are)")
     head = buf[:8].tobytes()
     if head.startswith(JPEG_MAGIC):
-        return _decode_jpeg(buf, limits)
+        return _decode_jpeg(buf, limits, target)
     if head.startswith(PNG_MAGIC):
-        return _decode_png(buf, limits)
+        img = _decode_png(buf, limits)
+        return Decoded(img, (img.shape[0], img.shape[1]))
     raise ImageError(f"not a JPEG or PNG payload (magic bytes {head[:4].hex()}; format says {fmt!r})")
 
 
-def _decode_jpeg(buf: np.ndarray, limits: FrameLimits) -> np.ndarray:
+def _decode_jpeg(buf: np.ndarray, limits: FrameLimits, target: Target | None = None) -> Decoded:
     data = buf.tobytes()
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError as exc:
         raise ImageError(f"corrupt JPEG header ({exc})") from exc
     limits.check(int(width), int(height))
+    min_h, min_w = _reduction(int(height), int(width), target)
     try:
-        return np.asarray(simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True))
+        img = simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True, min_height=min_h, min_width=min_w)
+        return Decoded(np.asarray(img), (int(height), int(width)))
     except ValueError as exc:
         what = "truncated JPEG" if "premature end" in str(exc).lower() else "corrupt JPEG"
         raise ImageError(f"{what} ({exc})") from exc
+
+
+def _reduction(height: int, width: int, target: Target | None) -> tuple[int, int]:
+    """The size to ask libjpeg-turbo for: the original over the largest power of two (8, 4, 2) that
+    still covers ``target`` (the plain scaled IDCTs; M/8 factors such as 3/8 are slower than a
+    full decode), or (0, 0): full size."""
+    if target is None:
+        return 0, 0
+    th, tw = target(height, width)
+    for k in (8, 4, 2):
+        h, w = -(-height // k), -(-width // k)
+        if h >= th and w >= tw:
+            return h, w
+    return 0, 0
 
 
 def _decode_png(buf: np.ndarray, limits: FrameLimits) -> np.ndarray:

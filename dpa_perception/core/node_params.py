@@ -92,6 +92,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               min=1024, max=1 << 30),
     ParamSpec("min_frame_side", INT, 16, "Shortest frame side accepted (px): smaller strips cannot be letterboxed.",
               min=1, max=4096),
+    ParamSpec("reduced_decode", BOOL, True,
+              "Decode a JPEG at the largest libjpeg-turbo reduction (1/2, 1/4, 1/8) that still covers the "
+              "detector's letterbox size (full size while the debug image is drawn)."),
     ParamSpec("worker_stop_timeout_s", DOUBLE, 5.0,
               "deactivate/cleanup wait this long for the batch being inferred before reporting that the "
               "worker could not stop (it then exits after that batch).", min=0.1, max=600.0),

@@ -18,7 +18,7 @@ import numpy as np
 
 from dpa_perception.core.errors import ConfigError, DpaError, ImageError
 from dpa_perception.core.governor import PrecisionGovernor
-from dpa_perception.core.image_codec import decode_message
+from dpa_perception.core.image_codec import Target, decode_frame
 from dpa_perception.core.pipeline_config import InferenceEngine, PipelineConfig
 from dpa_perception.core.pipeline_state import CameraState as _Camera
 from dpa_perception.core.pipeline_state import FrameResult, Pending, RollingStats, stamp_loss
@@ -59,6 +59,7 @@ class Pipeline:
         clock_ns: Callable[[], int] = time.monotonic_ns,
         visibility: VisibilityEstimator | None = None,
         steady_ns: Callable[[], int] | None = None,
+        decode_target: Target | None = None,
     ):
         self.config = config or PipelineConfig()
         self.config.validate()
@@ -67,6 +68,8 @@ class Pipeline:
         self.engine = engine
         self.clock_ns = clock_ns
         self.steady_ns = steady_ns or clock_ns
+        # JPEGs decoded at the largest reduction that still covers this size (the engine's letterbox)
+        self.decode_target = decode_target
         self.visibility = visibility or VisibilityEstimator()
         self.governor = PrecisionGovernor(self.config)
         self.stats_window = RollingStats()
@@ -102,8 +105,11 @@ class Pipeline:
             self._cams.setdefault(camera, _Camera(camera))
 
     def submit(self, camera: str, frame: np.ndarray, stamp_ns: int, meta: Any = None, decode_ms: float = 0.0,
-               keep_frame: bool = False) -> None:
-        """Put ``frame`` in ``camera``'s slot; an older unprocessed frame there is dropped (replaced)."""
+               keep_frame: bool = False, scale_xy: tuple[float, float] = (1.0, 1.0)) -> None:
+        """Put ``frame`` in ``camera``'s slot; an older unprocessed frame there is dropped (replaced).
+
+        ``scale_xy``: original pixels per ``frame`` pixel when it was decoded at reduced scale; the
+        frame's detections are scaled back to the original."""
         age = self.clock_ns() - stamp_ns
         now = self.steady_ns()
         trusted = abs(age) <= self.config.stamp_trust_s * NS
@@ -123,7 +129,7 @@ class Pipeline:
                 old = cam.pending
                 cam.dropped += 1
                 self._dropped.append(FrameResult(camera, old.stamp_ns, old.meta, "dropped", None, "replaced"))
-            cam.pending = Pending(frame, stamp_ns, meta, decode_ms, now, max(0, age), keep_frame)
+            cam.pending = Pending(frame, stamp_ns, meta, decode_ms, now, max(0, age), keep_frame, scale_xy)
             self._ready.notify()
 
     def report_input_error(self, camera: str, message: str, stamp_ns: int = 0, meta: Any = None) -> FrameResult:
@@ -145,15 +151,15 @@ class Pipeline:
         synthetic weather to the decoded frame). Returns the "rejected" result, or None.
         """
         t0 = time.perf_counter()
-        try:
-            frame = decode_message(msg, compressed, self.config.limits)
-            if transform is not None:
-                frame = transform(frame)
+        try:  # a debug image or synthetic weather wants the full frame; else only what the letterbox keeps
+            target = self.decode_target if not keep_frame and transform is None else None
+            decoded = decode_frame(msg, compressed, self.config.limits, target)
+            frame = decoded.image if transform is None else transform(decoded.image)
         except DpaError as exc:
             return self.report_input_error(camera, str(exc), stamp_ns, meta)
         except Exception as exc:  # anything else a broken payload can raise (cv2.error...)
             return self.report_input_error(camera, f"{type(exc).__name__}: {exc}", stamp_ns, meta)
-        self.submit(camera, frame, stamp_ns, meta, (time.perf_counter() - t0) * 1e3, keep_frame)
+        self.submit(camera, frame, stamp_ns, meta, (time.perf_counter() - t0) * 1e3, keep_frame, decoded.scale_xy)
         return None
 
     def report_weather(self, visibility_m: float | None = None, precipitation: bool | None = None) -> None:
@@ -356,6 +362,8 @@ class Pipeline:
         with self._lock:
             for it, dets in zip(items, res.detections):
                 cam, p = it.cam, it.p
+                if p.scale_xy != (1.0, 1.0):
+                    dets = dets.scaled(*p.scale_xy)
                 timing = {
                     "queue_wait": round((t_start - p.arrived_ns) / 1e6, 3),
                     "decode": round(p.decode_ms, 3),

@@ -44,6 +44,7 @@ class Pending:
     arrived_ns: int  # on the steady clock
     age_at_arrival_ns: int  # stamp to arrival on the stamp clock, never negative
     keep_frame: bool = False
+    scale_xy: tuple[float, float] = (1.0, 1.0)  # original pixels per frame pixel (reduced JPEG decode)
 
     def age_ns(self, steady_now_ns: int) -> int:
         """Capture stamp to ``steady_now_ns``: the age at arrival plus steady time since (never negative)."""

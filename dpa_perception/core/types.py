@@ -45,6 +45,10 @@ class Detections:
             np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64)
         )
 
+    def scaled(self, sx: float, sy: float) -> Detections:
+        """The boxes scaled by ``sx`` (x) and ``sy`` (y): from a reduced decode back to the original pixels."""
+        return Detections(self.boxes * np.array([sx, sy, sx, sy], np.float32), self.scores, self.class_ids)
+
     def filter(self, keep: np.ndarray) -> Detections:
         """Return the subset selected by a boolean mask or index array."""
         return Detections(self.boxes[keep], self.scores[keep], self.class_ids[keep])
