@@ -116,7 +116,7 @@ def test_metadata_start_zero_is_detected_and_ignored_realtime(warm_yolox_engine:
     s = replay(warm_yolox_engine, [bag], tmp_path / "out", pace="realtime")
     wall = time.perf_counter() - t
     span = 11 / 6.0
-    assert wall < 2 * span + 2.5, wall  # no sleeping from 1970 (+ report writing)
+    assert wall < 2 * span + 5, wall  # no sleeping from 1970 (+5 s: outputs written, a loaded CI machine)
     assert s["ended"] == "complete"
     assert_accounted(s, tmp_path / "out", 12)
     warnings = s["timeline"]["warnings"]
@@ -223,7 +223,7 @@ def test_corrupt_bag_realtime_ends_within_twice_its_duration(warm_yolox_engine: 
     wall = time.perf_counter() - t
     played = s["timeline"]["played_span_s"]
     assert played < 4.0, played  # 1.4 s + 1 s + 1.4 s
-    assert wall < 2 * played + 2.0, (wall, played)  # +2 s: report and bag writing after the last frame
+    assert wall < 2 * played + 5, (wall, played)  # +5 s: outputs written after the last frame, a loaded machine
     assert_accounted(s, tmp_path / "out", 23)
     assert s["frames_rejected"] == 7 and s["ended"] == "complete"
 
