@@ -168,7 +168,7 @@ def main() -> int:
         def replay(name: str, bags: list[Path], pace: str, weather: WeatherSpec | None = None) -> tuple[Path, float]:
             out = root / name
             t = time.perf_counter()
-            run_replay(bags, values, out, pace=pace, weather=weather, progress=False, engine=engine)
+            run_replay(bags, values, out, pace=pace, weather=weather, progress=False, engine=engine, force=True)
             return out, time.perf_counter() - t
 
         out, wall = replay("roadside_realtime", [BAG], "realtime")
