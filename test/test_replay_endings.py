@@ -264,3 +264,26 @@ def test_sigkill_keeps_the_previous_run_whole_and_the_next_run_cleans_up(small_b
     rc, _ = run_cli(capsys, str(small_bag), "--engine", str(yolox_engine_dir), "--out", str(out), "--pace", "fast",
                     "--force")  # fmt: skip
     assert rc == 0 and not leftovers(out) and summary(out)["ended"] == "complete"
+
+
+def test_a_bag_that_stops_reading_midway_ends_as_read_error(small_bag: Path, yolox_engine_dir: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import dpa_perception.replay.run as run_module
+    from dpa_perception.core.errors import BagError
+
+    real = run_module.iter_bag
+
+    def breaks(path: Path, topics: Any = None, index: int = 0) -> Any:
+        for k, m in enumerate(real(path, topics, index)):
+            if k == 4:
+                raise BagError(f"{path}: read error after 4 image messages (injected)")
+            yield m
+
+    monkeypatch.setattr(run_module, "iter_bag", breaks)
+    out = tmp_path / "out"
+    rc, err = run_cli(capsys, str(small_bag), "--engine", str(yolox_engine_dir), "--out", str(out), "--pace", "fast")
+    assert rc == 1 and len(err) == 1 and "read error after 4" in err[0], err
+    s = summary(out)
+    assert s["ended"] == "read_error" and s["messages_read"] == 4 and s["messages_expected"] == 6
+    assert s["frames_in"] == 4 and s["read_errors"] == [f"{small_bag}: read error after 4 image messages (injected)"]
