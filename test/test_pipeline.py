@@ -464,7 +464,7 @@ def test_frames_stamped_ahead_of_the_clock_never_give_negative_latency() -> None
 
 def test_received_versus_sent_rate_shows_transport_loss() -> None:
     from dpa_perception.core.diagnostics import WARN, DiagnosticsBuilder
-    from dpa_perception.core.pipeline import stamp_loss
+    from dpa_perception.core.pipeline_state import stamp_loss
 
     rng = np.random.default_rng(3)
     sent = np.arange(56) * 100 * MS  # a 10 Hz camera

@@ -21,13 +21,13 @@ from dpa_perception.core.governor import PrecisionGovernor
 from dpa_perception.core.image_codec import Target, decode_frame
 from dpa_perception.core.pipeline_config import InferenceEngine, PipelineConfig
 from dpa_perception.core.pipeline_state import CameraState as _Camera
-from dpa_perception.core.pipeline_state import FrameResult, Pending, RollingStats, stamp_loss
+from dpa_perception.core.pipeline_state import FrameResult, Pending, RollingStats, batch_hold_until, build_stats
 from dpa_perception.core.postprocess import DecodeConfig
-from dpa_perception.core.stats import LatencySnapshot, PipelineStats, PrecisionStats, VisibilitySnapshot, WorkerStats
+from dpa_perception.core.stats import PipelineStats, WorkerStats
 from dpa_perception.core.types import MODES, NS_PER_S, Mode
 from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
 
-__all__ = ["FrameResult", "InferenceEngine", "Pipeline", "PipelineConfig", "RollingStats", "stamp_loss"]
+__all__ = ["FrameResult", "InferenceEngine", "Pipeline", "PipelineConfig", "RollingStats"]
 
 NS = NS_PER_S
 
@@ -200,22 +200,10 @@ class Pipeline:
     # ------------------------------------------------------------------ processing
 
     def _hold(self, ready: list[_Camera], now: int, cfg: PipelineConfig) -> bool:
-        """Under the lock: wait (batching window) for cameras due within ``batch_window_ms`` of the
-        first ready frame that have waited longer for service than some ready one, so that
-        phase-locked cameras share a batch (and the fair shedding) instead of the first one after an
-        idle engine always running alone. Sets :attr:`hold_until_ns`."""
-        self.hold_until_ns = None
-        if not ready or cfg.batch_window_ms <= 0 or len(ready) >= cfg.max_batch:
-            return False
-        end = min(c.pending.arrived_ns for c in ready if c.pending is not None) + int(cfg.batch_window_ms * 1e6)
-        served = max(c.last_served_ns for c in ready)
-        due = [t for c in self._cams.values()
-               if c.pending is None and c.last_served_ns < served and (t := c.next_arrival_ns()) is not None]
-        soon = [t for t in due if now < t <= end]
-        if not soon:
-            return False
-        self.hold_until_ns = min(end, max(soon))
-        return True
+        """Under the lock: the batching window (:func:`batch_hold_until`); sets :attr:`hold_until_ns`."""
+        self.hold_until_ns = batch_hold_until(ready, list(self._cams.values()), now, cfg.batch_window_ms,
+                                              cfg.max_batch)  # fmt: skip
+        return self.hold_until_ns is not None
 
     def _take_batch(self, now: int, cfg: PipelineConfig,
                     force: bool = False) -> tuple[list[tuple[_Camera, Pending]], list[FrameResult]]:
@@ -501,34 +489,6 @@ class Pipeline:
     def stats(self) -> PipelineStats:
         """A snapshot of everything diagnostics report."""
         now = self.steady_ns()
-        cfg = self.config
         with self._lock:
-            cams = {}
-            vis_reports = []
-            for name, c in self._cams.items():
-                cams[name] = c.snapshot(now, cfg.stale_after_s)
-                if c.visibility is not None:
-                    vis_reports.append(c.visibility)
-            s = self.stats_window
-            worst = max(vis_reports, key=lambda v: v.degradation, default=None)
-            return PipelineStats(
-                cameras=cams,
-                worker=WorkerStats(self.worker_errors, self.last_worker_error),
-                precision=PrecisionStats(s.last_mode, s.last_reason, cfg.precision_mode, dict(s.frames_per_mode),
-                                         s.switches),
-                latency=LatencySnapshot(
-                    e2e_ms=s.percentiles("e2e"),
-                    stages_ms={st: s.percentiles(st)["p50"] for st in RollingStats.STAGES if st != "e2e"},
-                    budget_ms=cfg.latency_budget_ms,
-                    over_budget=s.over_budget,
-                    misses=sum(c.misses for c in self._cams.values()),
-                    over_budget_for_s=round((now - s.over_budget_since_ns) / NS, 2)
-                    if s.over_budget_since_ns is not None else None,
-                ),
-                visibility=VisibilitySnapshot(
-                    degradation=round(worst.degradation, 3) if worst else None,
-                    label=worst.label if worst else None,
-                    scores={k: round(v, 3) for k, v in worst.scores.items()} if worst else {},
-                    external_age_s=worst.external_age_s if worst else None,
-                ),
-            )
+            return build_stats(self._cams, self.stats_window, self.config, now,
+                               WorkerStats(self.worker_errors, self.last_worker_error))  # fmt: skip

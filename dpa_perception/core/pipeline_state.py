@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from dpa_perception.core.stats import CameraStats
+from dpa_perception.core.stats import (
+    CameraStats,
+    LatencySnapshot,
+    PipelineStats,
+    PrecisionStats,
+    VisibilitySnapshot,
+    WorkerStats,
+)
 from dpa_perception.core.types import MODES, NS_PER_S, Detections, FrameStatus, Mode
 from dpa_perception.core.visibility import VisibilityReport
 
@@ -171,3 +178,45 @@ class RollingStats:
 
     def percentiles(self, stage: str) -> dict[str, float | None]:
         return percentiles(self.stages[stage])
+
+
+def batch_hold_until(ready: list[CameraState], cams: list[CameraState], now: int, window_ms: float,
+                     max_batch: int) -> int | None:
+    """The batching window: until when (steady clock) to hold the ready frames, or None to run now.
+
+    Hold for cameras due within ``window_ms`` of the first ready frame that have waited longer for
+    service than some ready one, so that phase-locked cameras share a batch (and the fair
+    shedding) instead of the first one after an idle engine always running alone.
+    """
+    if not ready or window_ms <= 0 or len(ready) >= max_batch:
+        return None
+    end = min(c.pending.arrived_ns for c in ready if c.pending is not None) + int(window_ms * 1e6)
+    served = max(c.last_served_ns for c in ready)
+    due = [t for c in cams if c.pending is None and c.last_served_ns < served and (t := c.next_arrival_ns()) is not None]
+    soon = [t for t in due if now < t <= end]
+    return min(end, max(soon)) if soon else None
+
+
+def build_stats(cams: dict[str, CameraState], s: RollingStats, cfg: Any, now: int, worker: WorkerStats) -> PipelineStats:
+    """The statistics snapshot at ``now`` (steady clock) from the pipeline's state (under its lock)."""
+    worst = max((c.visibility for c in cams.values() if c.visibility is not None),
+                key=lambda v: v.degradation, default=None)  # fmt: skip
+    return PipelineStats(
+        cameras={name: c.snapshot(now, cfg.stale_after_s) for name, c in cams.items()},
+        worker=worker,
+        precision=PrecisionStats(s.last_mode, s.last_reason, cfg.precision_mode, dict(s.frames_per_mode), s.switches),
+        latency=LatencySnapshot(
+            e2e_ms=s.percentiles("e2e"),
+            stages_ms={st: s.percentiles(st)["p50"] for st in RollingStats.STAGES if st != "e2e"},
+            budget_ms=cfg.latency_budget_ms,
+            over_budget=s.over_budget,
+            misses=sum(c.misses for c in cams.values()),
+            over_budget_for_s=round((now - s.over_budget_since_ns) / NS, 2) if s.over_budget_since_ns is not None else None,
+        ),
+        visibility=VisibilitySnapshot(
+            degradation=round(worst.degradation, 3) if worst else None,
+            label=worst.label if worst else None,
+            scores={k: round(v, 3) for k, v in worst.scores.items()} if worst else {},
+            external_age_s=worst.external_age_s if worst else None,
+        ),
+    )
