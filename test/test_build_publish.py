@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from dpa_perception.build import publish as publish_mod
 from dpa_perception.build.engine_dir import build_engine_dir, staging
 from dpa_perception.build.publish import check_out_dir, clean_stale, stale_folders
+from dpa_perception.core import atomic_dir
 from dpa_perception.core.errors import ConfigError, ModelError
 from dpa_perception.tools import build as build_cli
 
@@ -90,7 +91,7 @@ def test_old_folder_survives_a_failure_at_each_last_step(tmp_path: Path, monkeyp
         real_rename(src, dst)  # type: ignore[arg-type]
 
     if step == "sync":
-        monkeypatch.setattr(publish_mod, "_fsync", _enospc)
+        monkeypatch.setattr(atomic_dir, "_fsync", _enospc)  # the shared publishing mechanics
     if step.startswith("rename"):
         monkeypatch.setattr(publish_mod.os, "rename", rename)
     with pytest.raises(OSError, match="No space left"):

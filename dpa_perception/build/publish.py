@@ -12,51 +12,23 @@ renames back: the old folder is complete). Folders of a build still running are 
 from __future__ import annotations
 
 import os
-import re
-import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from dpa_perception.core.atomic_dir import hidden_prefix, leftovers, publish, sync_tree
 from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.manifest import MANIFEST_NAME
 
 Log = Callable[[str], None]
-KINDS = ("tmp", "old")
+KINDS = ("tmp", "old")  # the build's temp folder, and the old engine folder while it is replaced
 
-
-def hidden_prefix(out_dir: Path, kind: str) -> str:
-    """The name prefix of this process's hidden ``kind`` folders beside ``out_dir``."""
-    return f".{out_dir.name}.{kind}-{os.getpid()}-"
-
-
-def _pattern(out_dir: Path) -> re.Pattern[str]:
-    return re.compile(rf"^\.{re.escape(out_dir.name)}\.({'|'.join(KINDS)})-(\d+)-[A-Za-z0-9_]+$")
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # another user's process (or a pid this system cannot hold): leave it alone
-    return True
+__all__ = ["KINDS", "check_out_dir", "clean_stale", "hidden_prefix", "publish", "stale_folders", "sync_tree"]
 
 
 def stale_folders(out_dir: Path) -> list[tuple[str, Path]]:
     """(kind, path) of the hidden folders beside ``out_dir`` left by builds no longer running."""
-    pattern, parent = _pattern(out_dir), out_dir.parent
-    if not parent.is_dir():
-        return []
-    found = []
-    for p in sorted(parent.iterdir()):
-        m = pattern.match(p.name)
-        if m and not p.is_symlink() and p.is_dir() and not _alive(int(m.group(2))):
-            found.append((m.group(1), p))
-    return found
+    return leftovers(out_dir, KINDS)
 
 
 def clean_stale(out_dir: Path, log: Log) -> None:
@@ -102,42 +74,3 @@ def check_out_dir(out_dir: Path, force: bool, log: Log) -> Path:
         raise ConfigError(f"--out {out_dir} is not an engine folder (no {MANIFEST_NAME}); --force replaces "
                           f"only a folder written by dpa-build")  # fmt: skip
     return out_dir
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sync_tree(folder: Path) -> None:
-    """Flush every file of ``folder`` and the folder itself to disk (before it is renamed in)."""
-    for p in folder.rglob("*"):
-        if p.is_file() and not p.is_symlink():
-            _fsync(p)
-    _fsync(folder)
-
-
-def publish(tmp: Path, out_dir: Path) -> None:
-    """Swap the complete folder ``tmp`` in as ``out_dir``: synced, old folder renamed aside, ``tmp``
-    renamed in, old folder removed. On any failure before ``tmp`` is in place the old folder is
-    back where it was and the exception propagates (the caller removes ``tmp``)."""
-    sync_tree(tmp)
-    aside: Path | None = None
-    if os.path.lexists(out_dir):
-        aside = out_dir.parent / f"{hidden_prefix(out_dir, 'old')}{secrets.token_hex(4)}"
-        os.rename(out_dir, aside)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        if aside is not None:
-            os.rename(aside, out_dir)
-        raise
-    try:
-        _fsync(out_dir.parent)
-    except OSError:
-        pass  # the rename is done; only its durability across a power cut is not guaranteed
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)

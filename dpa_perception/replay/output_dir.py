@@ -9,18 +9,16 @@ which the next replay into the same ``--out`` removes (when its process is gone)
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from dpa_perception.core.atomic_dir import leftovers, make_hidden, publish
 from dpa_perception.core.errors import ConfigError
 
 OUTPUT_NAMES = frozenset({"summary.json", "frames.jsonl", "report.png", "detections"})
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
+KINDS = ("replay", "replay-old")  # the run being written, and the previous run while it is replaced
 
 
 def check_out(out: Path, force: bool) -> None:
@@ -46,55 +44,12 @@ def check_out(out: Path, force: bool) -> None:
                           " --force replaces only a dpa-replay output folder")
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_leftovers(out: Path) -> list[Path]:
     """Remove temp folders of killed replays into ``out`` (their process no longer exists)."""
-    removed: list[Path] = []
-    parent = out.absolute().parent
-    if not parent.is_dir():
-        return removed
-    for p in parent.glob(f".{out.name}.replay-*"):
-        pid = p.name[len(f".{out.name}.replay-"):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)) and p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
+    removed = [p for _, p in leftovers(out.absolute(), KINDS)]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
     return removed
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where not available."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    return fn(_AT_FDCWD, os.fsencode(str(a)), _AT_FDCWD, os.fsencode(str(b)), _RENAME_EXCHANGE) == 0
-
-
-def publish(tmp: Path, out: Path) -> None:
-    """Put the complete folder ``tmp`` in place of ``out`` (atomic swap where the OS allows)."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    if _exchange(tmp, out):  # tmp now holds the previous run
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replay-{os.getpid()}-old-", dir=out.parent))
-    old.rmdir()
-    out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -102,14 +57,12 @@ def staged(out: Path, force: bool = False) -> Iterator[Path]:
     """A temp folder beside ``out``: swapped in when the block ends normally, removed otherwise."""
     check_out(out, force)
     clean_leftovers(out)
-    out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.replay-{os.getpid()}-", dir=out.absolute().parent))
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_hidden(out, "replay")
     try:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        tmp.chmod(0o777 & ~mask)  # mkdtemp's 0700 would make --out private
         yield tmp
-        publish(tmp, out)
+        publish(tmp, out, aside_kind="replay-old")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
