@@ -33,6 +33,13 @@ def accounted(p: Pipeline) -> None:
         assert c.received == c.processed + c.dropped + c.input_errors, (name, c)
 
 
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
 def jpeg_msg(img: np.ndarray, fmt: str = "jpeg") -> Any:
     return SimpleNamespace(format=fmt, data=cv2.imencode(".jpg", img)[1].tobytes())
 
@@ -131,6 +138,7 @@ def test_hostile_messages_on_one_camera_never_blind_the_others(warm_yolox_engine
     errors: list[BaseException] = []
     got: list[Any] = []
     p.start(got.append)
+    rss_before = rss_mib()
     try:
         for _ in range(60):
             for cam, (msg, compressed) in good.items():
@@ -154,6 +162,7 @@ def test_hostile_messages_on_one_camera_never_blind_the_others(warm_yolox_engine
         assert cams[cam].input_errors == 0
     accounted(p)
     assert [t for t in threading.enumerate() if t.name == "dpa-inference"] == []
+    assert rss_mib() - rss_before < 100.0, "hostile frames must not grow memory"
 
 
 def test_every_frame_is_accounted_for_under_overload_and_concurrency() -> None:
