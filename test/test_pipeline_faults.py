@@ -230,14 +230,21 @@ def test_stamp_zero_and_skewed_camera_clocks_are_served_and_reported() -> None:
         p.submit("zero", frame(0.1), 0)  # header stamp 0
         p.submit("behind", frame(0.1), clock.t - 3600 * NS)  # a camera clock an hour behind
         p.submit("ahead", frame(0.1), clock.t + 5 * NS)  # ... or seconds ahead
-        results = p.step()
-        assert {r.camera: r.status for r in results} == {"zero": "processed", "behind": "processed",
-                                                          "ahead": "processed"}, i  # fmt: skip
-        assert all(r.timing_ms["e2e"] >= 0 for r in results)
+        p.submit("bit_ahead", frame(0.1), clock.t + 30 * MS)  # ... or a little ahead: clamped, counted
+        p.submit("half_s_behind", frame(0.1), clock.t - 500 * MS)  # always older than the budget
+        results = p.drain()
+        statuses = {r.camera: r.status for r in results}
+        assert statuses == {"zero": "processed", "behind": "processed", "ahead": "processed",
+                            "bit_ahead": "processed",
+                            "half_s_behind": "processed" if i >= 9 else "dropped"}, i  # fmt: skip
+        assert all(r.timing_ms["e2e"] >= 0 for r in results if r.status == "processed")
         clock.advance_ms(100)
     cams = p.stats().cameras
     assert cams["zero"].untrusted_stamps == 10 and cams["behind"].untrusted_stamps == 10
-    assert cams["ahead"].future_stamps == 10
+    assert cams["ahead"].untrusted_stamps == 10 and cams["bit_ahead"].future_stamps == 10
+    assert cams["bit_ahead"].untrusted_stamps == 0
+    # a clock half a second behind: served once its frames have all been older than the budget for 10 frames
+    assert cams["half_s_behind"].untrusted_stamps == 1 and cams["half_s_behind"].dropped == 9
     rec = b.camera("zero", p.stats().to_dict()["cameras"]["zero"], active=True)
     assert rec.level == WARN and "stamped far from the receiving clock" in rec.message
     accounted(p)

@@ -128,8 +128,9 @@ class DiagnosticsBuilder:
         if new_errors > 0:
             return StatusRecord(name, WARN, f"{new_errors} malformed frame(s): {last_error}", values)
         if new_untrusted > 0:
-            return StatusRecord(name, WARN, f"{new_untrusted} frame(s) stamped far from the receiving clock (stamp 0 or "
-                                            "an unsynchronised camera clock): aged from their arrival", values)
+            return StatusRecord(name, WARN, f"{new_untrusted} frame(s) stamped far from the receiving clock (stamp 0, an "
+                                            "unsynchronised camera clock, or always older than the budget on "
+                                            "arrival): aged from their arrival", values)
         if not active:
             return StatusRecord(name, OK, "node inactive (not subscribed)", values)
         if state == "waiting":

@@ -30,6 +30,7 @@ from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
 __all__ = ["FrameResult", "InferenceEngine", "Pipeline", "PipelineConfig", "RollingStats"]
 
 NS = NS_PER_S
+SKEW_FRAMES = 10  # frames of a camera all older than the budget on arrival before its stamps are distrusted
 
 
 @dataclass
@@ -112,19 +113,25 @@ class Pipeline:
         frame's detections are scaled back to the original."""
         age = self.clock_ns() - stamp_ns
         now = self.steady_ns()
-        trusted = abs(age) <= self.config.stamp_trust_s * NS
+        budget_ns = self.config.latency_budget_ms * 1e6
+        # stamp 0, a camera clock far off, or ahead by more than the budget: not a capture time
+        plausible = -budget_ns <= age <= self.config.stamp_trust_s * NS
         with self._lock:
             cam = self._cams.setdefault(camera, _Camera(camera))
             cam.received += 1
             cam.arrivals.append(now)
-            if trusted:
+            cam.last_age_ns = max(0, age) if plausible else 0
+            if plausible:
                 cam.stamps.append(stamp_ns)
                 cam.ages.append(max(0, age))
                 cam.future_stamps += age < 0
-            else:  # stamp 0, an unsynchronised camera clock: not a capture time; age from the arrival
+            # every recent frame older than the budget on arrival: the camera clock is behind (or its
+            # transport slower than the budget); aged from arrival, or the camera would never be served
+            trusted = plausible and not (len(cam.ages) >= SKEW_FRAMES and min(cam.ages) > budget_ns)
+            if not trusted:
                 cam.untrusted_stamps += 1
                 age = 0
-            cam.last_arrival_ns, cam.last_age_ns = now, max(0, age)
+            cam.last_arrival_ns = now
             if cam.pending is not None:
                 old = cam.pending
                 cam.dropped += 1
