@@ -259,10 +259,10 @@ def test_worker_thread_delivers_results_and_stop_joins() -> None:
             done.set()
 
     p.start(on_result)
-    worker = p._worker
+    worker = p.worker_thread
     assert worker is not None and worker.is_alive()
     p.start(on_result)  # a second start is a no-op
-    assert p._worker is worker
+    assert p.worker_thread is worker
     try:
         for c in ("a", "b", "c"):
             p.submit(c, frame(), time.monotonic_ns(), meta=c)
@@ -270,7 +270,7 @@ def test_worker_thread_delivers_results_and_stop_joins() -> None:
     finally:
         p.stop()
     assert not worker.is_alive()
-    assert p._worker is None
+    assert p.worker_thread is None
     assert sorted(r.meta for r in got if r.status == "processed") == ["a", "b", "c"]
     assert all(r.timing_ms["e2e"] >= 0 for r in got)
     n = len(engine.calls)
@@ -281,7 +281,7 @@ def test_worker_thread_delivers_results_and_stop_joins() -> None:
 def test_stop_without_start_is_harmless() -> None:
     p, _, _ = make()
     p.stop()
-    assert p._worker is None
+    assert p.worker_thread is None
 
 
 # ---------------------------------------------------------------------------- frames visibility refuses
@@ -319,11 +319,11 @@ def test_worker_survives_a_frame_too_small_for_visibility() -> None:
     try:
         p.submit("tiny", np.zeros((4, 4, 3), np.uint8), time.monotonic_ns(), meta="tiny")
         deadline = time.monotonic() + 5.0
-        while not got and time.monotonic() < deadline and p._worker is not None and p._worker.is_alive():
+        while not got and time.monotonic() < deadline and p.worker_thread is not None and p.worker_thread.is_alive():
             time.sleep(0.01)
         p.submit("ok", np.full((64, 64, 3), 120, np.uint8), time.monotonic_ns(), meta="after")
         deadline = time.monotonic() + 5.0
-        while not done.is_set() and time.monotonic() < deadline and p._worker is not None and p._worker.is_alive():
+        while not done.is_set() and time.monotonic() < deadline and p.worker_thread is not None and p.worker_thread.is_alive():
             done.wait(0.02)
         assert done.is_set(), f"the worker stopped serving after a refused frame: {got}"
     finally:

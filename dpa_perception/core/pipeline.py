@@ -26,6 +26,7 @@ from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.stats import PipelineStats, WorkerStats
 from dpa_perception.core.types import MODES, NS_PER_S, Mode
 from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
+from dpa_perception.core.worker import Worker
 
 __all__ = ["FrameResult", "InferenceEngine", "Pipeline", "PipelineConfig", "RollingStats"]
 
@@ -78,14 +79,10 @@ class Pipeline:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._dropped: list[FrameResult] = []
-        self._worker: threading.Thread | None = None
-        self._running = False
         self.worker_errors = 0
         self.last_worker_error = ""
-        self._busy = False  # the worker is inside step()
         self.hold_until_ns: int | None = None  # the batching window holds ready frames until then (steady clock)
-        self._life = threading.Lock()  # serialises start() and stop()
-        self._generation = 0  # a worker runs while its generation is the current one
+        self._ctl = Worker(self)
         self._weather_visibility: float | None = None
         self._weather_precipitation = False
         self._seed_latency_model()
@@ -106,11 +103,13 @@ class Pipeline:
             self._cams.setdefault(camera, _Camera(camera))
 
     def submit(self, camera: str, frame: np.ndarray, stamp_ns: int, meta: Any = None, decode_ms: float = 0.0,
-               keep_frame: bool = False, scale_xy: tuple[float, float] = (1.0, 1.0)) -> None:
+               keep_frame: bool = False, scale_xy: tuple[float, float] = (1.0, 1.0),
+               visibility: tuple[VisibilityReport | None, float] | None = None) -> None:
         """Put ``frame`` in ``camera``'s slot; an older unprocessed frame there is dropped (replaced).
 
         ``scale_xy``: original pixels per ``frame`` pixel when it was decoded at reduced scale; the
-        frame's detections are scaled back to the original."""
+        frame's detections are scaled back to the original. ``visibility``: (report or None when not
+        due, milliseconds) estimated by the caller; else the worker estimates it."""
         age = self.clock_ns() - stamp_ns
         now = self.steady_ns()
         budget_ns = self.config.latency_budget_ms * 1e6
@@ -136,7 +135,9 @@ class Pipeline:
                 old = cam.pending
                 cam.dropped += 1
                 self._dropped.append(FrameResult(camera, old.stamp_ns, old.meta, "dropped", None, "replaced"))
-            cam.pending = Pending(frame, stamp_ns, meta, decode_ms, now, max(0, age), keep_frame, scale_xy)
+            vis, vis_ms = visibility or (None, 0.0)
+            cam.pending = Pending(frame, stamp_ns, meta, decode_ms, now, max(0, age), keep_frame, scale_xy,
+                                  visibility is not None, vis, vis_ms)  # fmt: skip
             self._ready.notify()
 
     def report_input_error(self, camera: str, message: str, stamp_ns: int = 0, meta: Any = None) -> FrameResult:
@@ -162,12 +163,32 @@ class Pipeline:
             target = self.decode_target if not keep_frame and transform is None else None
             decoded = decode_frame(msg, compressed, self.config.limits, target)
             frame = decoded.image if transform is None else transform(decoded.image)
+            decode_ms = (time.perf_counter() - t0) * 1e3
+            visibility = self._visibility_at_submit(camera, frame)
         except DpaError as exc:
             return self.report_input_error(camera, str(exc), stamp_ns, meta)
         except Exception as exc:  # anything else a broken payload can raise (cv2.error...)
             return self.report_input_error(camera, f"{type(exc).__name__}: {exc}", stamp_ns, meta)
-        self.submit(camera, frame, stamp_ns, meta, (time.perf_counter() - t0) * 1e3, keep_frame, decoded.scale_xy)
+        self.submit(camera, frame, stamp_ns, meta, decode_ms, keep_frame, decoded.scale_xy, visibility)
         return None
+
+    def _visibility_at_submit(self, camera: str, frame: np.ndarray) -> tuple[VisibilityReport | None, float]:
+        """Visibility of a frame on the thread that decoded it (so it overlaps inference), every
+        ``visibility_every_n``-th frame of the camera; (None, 0) when not due."""
+        with self._lock:
+            cam = self._cams.setdefault(camera, _Camera(camera))
+            due = cam.visibility is None or cam.submit_index % self.config.visibility_every_n == 0
+            cam.submit_index += 1
+        if not due:
+            return None, 0.0
+        t0 = time.perf_counter()
+        try:
+            vis = self.visibility.estimate(frame, now_s=self.clock_ns() / NS)
+        except ImageError:  # too small to assess: no evidence either way, detection still runs
+            vis = VisibilityReport.unknown()
+        with self._lock:
+            cam.visibility = vis
+        return vis, (time.perf_counter() - t0) * 1e3
 
     def report_weather(self, visibility_m: float | None = None, precipitation: bool | None = None) -> None:
         """Merge a partial external weather report (a road weather station) into the last one.
@@ -316,6 +337,11 @@ class Pipeline:
         return results
 
     def _visibility(self, cam: _Camera, p: Pending, cfg: PipelineConfig) -> tuple[VisibilityReport, float]:
+        if p.vis_at_submit:  # estimated where it was decoded (or not due: the camera's last report)
+            known = p.vis or cam.visibility or VisibilityReport.unknown()
+            cam.visibility = known
+            cam.frame_index += 1
+            return known, p.vis_ms
         vis, ms = cam.visibility, 0.0
         if vis is None or cam.frame_index % cfg.visibility_every_n == 0:
             t0 = time.perf_counter()
@@ -390,54 +416,18 @@ class Pipeline:
     # ------------------------------------------------------------------ worker
 
     def start(self, on_result: Callable[[FrameResult], None]) -> None:
-        """Start the inference worker; ``on_result`` is called on its thread for every resolved frame.
+        """Start the inference worker (:class:`~dpa_perception.core.worker.Worker`); ``on_result`` is
+        called on its thread for every resolved frame. Idempotent and thread-safe."""
+        self._ctl.start(on_result)
 
-        Idempotent and thread-safe: never two workers. If a previous worker is still finishing a
-        batch after a timed-out :meth:`stop`, wait for it (``worker_stop_timeout_s``) or refuse.
-        """
-        with self._life:
-            old = self._worker
-            if old is not None and old.is_alive():
-                if self._running:
-                    return
-                old.join(self.config.worker_stop_timeout_s)
-                if old.is_alive():
-                    raise ConfigError("the previous inference worker is still finishing a batch "
-                                      f"(more than {self.config.worker_stop_timeout_s} s); try again")
-            self._running = True
-            self._generation += 1
-            self._worker = threading.Thread(target=self._loop, args=(self._generation, on_result),
-                                            name="dpa-inference", daemon=True)
-            self._worker.start()
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Stop the worker, waiting for the batch it runs (at most ``timeout_s``, default the
+        ``worker_stop_timeout_s`` setting). False (and a worker error) when it could not finish in time."""
+        return self._ctl.stop(self.config.worker_stop_timeout_s if timeout_s is None else timeout_s)
 
-    def _loop(self, generation: int, on_result: Callable[[FrameResult], None]) -> None:
-        def current() -> bool:
-            return self._running and self._generation == generation
-
-        while current():
-            with self._lock:
-                hold = self.hold_until_ns
-                if not self._has_pending():
-                    self._ready.wait(timeout=0.1)
-                elif hold is not None and (left := (hold - self.steady_ns()) / 1e9) > 0:
-                    self._ready.wait(timeout=left)  # a due camera's frame, or the window's end
-                self._busy = True
-            try:
-                if not current():
-                    break
-                results = self.step()
-            except Exception as exc:  # a bug in a round must not stop the worker for every camera
-                self._worker_error(exc)
-                results = []
-            finally:
-                with self._lock:
-                    self._busy = False
-                    self._ready.notify_all()  # wakes drain()
-            for r in results:  # each result delivered on its own: a failing callback loses no other
-                try:
-                    on_result(r)
-                except Exception as exc:
-                    self._worker_error(exc)
+    @property
+    def worker_thread(self) -> threading.Thread | None:
+        return self._ctl.thread
 
     def _worker_error(self, exc: BaseException) -> None:
         with self._lock:
@@ -459,37 +449,15 @@ class Pipeline:
         wait (at most ``timeout_s``) until it has resolved them (its callback gets the results) and
         return an empty list.
         """
-        if self._worker is None or not self._running:
+        if not self._ctl.running:
             out: list[FrameResult] = []
             while True:
                 with self._lock:
                     if not self._has_pending():
                         return out
                 out += self.step(force=True)
-        deadline = time.monotonic() + timeout_s
-        with self._lock:
-            while (self._busy or self._has_pending()) and (left := deadline - time.monotonic()) > 0:
-                self._ready.wait(timeout=min(left, 0.1))
+        self._ctl.wait_idle(timeout_s)
         return []
-
-    def stop(self, timeout_s: float | None = None) -> bool:
-        """Stop the worker, waiting for the batch it runs (at most ``timeout_s``, default the
-        ``worker_stop_timeout_s`` setting). Idempotent and thread-safe. False (and a worker error
-        saying so) when the worker could not finish in time; it then exits after its batch."""
-        timeout = self.config.worker_stop_timeout_s if timeout_s is None else timeout_s
-        with self._life:
-            self._running = False
-            with self._lock:
-                self._ready.notify_all()
-            worker = self._worker
-            if worker is None or worker is threading.current_thread():
-                return worker is None
-            worker.join(timeout)
-            if worker.is_alive():
-                self._worker_error(TimeoutError(f"stop: the worker did not finish its batch within {timeout} s"))
-                return False
-            self._worker = None
-            return True
 
     # ------------------------------------------------------------------ statistics
 

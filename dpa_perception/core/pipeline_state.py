@@ -52,6 +52,11 @@ class Pending:
     age_at_arrival_ns: int  # stamp to arrival on the stamp clock, never negative
     keep_frame: bool = False
     scale_xy: tuple[float, float] = (1.0, 1.0)  # original pixels per frame pixel (reduced JPEG decode)
+    # visibility estimated where the frame was decoded (off the inference thread): this frame's
+    # report, or None when it was not due (the camera's last report stands)
+    vis_at_submit: bool = False
+    vis: VisibilityReport | None = None
+    vis_ms: float = 0.0
 
     def age_ns(self, steady_now_ns: int) -> int:
         """Capture stamp to ``steady_now_ns``: the age at arrival plus steady time since (never negative)."""
@@ -93,6 +98,7 @@ class CameraState:
         self.ages: deque[int] = deque(maxlen=30)  # age at arrival of recent trusted frames
         self.last_served_ns = 0
         self.frame_index = 0
+        self.submit_index = 0  # frames decoded through submit_message (its visibility schedule)
         self.visibility: VisibilityReport | None = None
 
     def next_arrival_ns(self) -> int | None:
