@@ -71,8 +71,10 @@ def check_args(out: Path, cameras: int, seconds: float, fps: float, seed: int, j
     if os.path.lexists(out):
         raise ConfigError(f"{out} already exists")
     parent = Path(os.path.abspath(out)).parent
-    if not parent.is_dir():
-        raise ConfigError(f"{out}: folder {parent} not found")
+    existing = next((p for p in (parent, *parent.parents) if os.path.lexists(p)), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"{out}: {existing} is not a folder")
+    parent.mkdir(parents=True, exist_ok=True)  # like dpa-build: missing parent folders are created
 
 
 def make_bag(out: Path, cameras: int = 3, seconds: float = 40.0, fps: float = 10.0, seed: int = 0,
