@@ -16,6 +16,7 @@ from dpa_perception.core.image_codec import IMAGE_SUFFIXES, read_image
 from dpa_perception.core.types import INPUT_SHAPE_POLICIES, MODES
 from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.tools.cli_common import Parser, add_engine_args, engine_folder, int_in, ort_options, run_cli
+from dpa_perception.tools.machine import cpu_summary
 
 MAX_BATCH = 256  # frames per timed call (each a full-size copy in memory)
 
@@ -92,6 +93,7 @@ def _bench(engine: DualModeEngine, frames: list[np.ndarray], a: argparse.Namespa
     policies = [a.input_shape]
     if a.compare_shapes:
         policies += [s for s in INPUT_SHAPE_POLICIES if s != a.input_shape and engine.supports(s)]
+    print(cpu_summary())  # INT8 speed-ups depend on the CPU's instruction sets (AVX-512 VNNI, AVX-VNNI, AMX)
     print(f"engine {a.engine} backend {a.backend} batch {a.batch} runs {a.runs} "
           f"threads {a.threads} spin {a.spin}")
     print(f"{'shape':8s} {'mode':6s} {'p50 ms/frame':>13s} {'p90':>8s} {'min':>8s}")
