@@ -38,3 +38,20 @@ def test_quantize_variant_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         quantize_variant(tmp_path / "a.onnx", tmp_path / "b.onnx", target="cpu", nodes_to_quantize=[],
                          calibration_cache=tmp_path / "c.json", reader=None)  # fmt: skip
+
+
+def test_the_quantizers_preprocessing_warning_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from dpa_perception.build import quantize as q
+
+    q._ONCE.install()
+    q._ONCE.seen = False
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            logging.warning("Please consider to run pre-processing before quantization. Refer to example: ...")
+            logging.warning("Please consider pre-processing before quantization. See ...")
+        logging.warning("an unrelated warning")
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("pre-processing before quantization" in m for m in msgs) == 1
+    assert "an unrelated warning" in msgs

@@ -51,6 +51,32 @@ class ConvInfo:
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (the axis attribute) needs opset 13
 
 
+class _OnceFilter(logging.Filter):
+    """ONNX Runtime's quantizer warns "Please consider (to run) pre-processing before quantization"
+    on every call (68-264 lines per build): say it once. The model is shape-inferred by the builder
+    already; ORT's pre-processing (symbolic shape inference + optimisation) would change the graph
+    the per-layer plan is measured on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+        self.installed = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "pre-processing before quantization" not in record.getMessage():
+            return True
+        first, self.seen = not self.seen, True
+        return first
+
+    def install(self) -> None:
+        if not self.installed:
+            logging.getLogger().addFilter(self)
+            self.installed = True
+
+
+_ONCE = _OnceFilter()
+
+
 def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return ``model`` converted to at least opset 13 (unchanged if already there)."""
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -152,6 +178,7 @@ def quantize_variant(
     }
     # ORT logs a line per tensor at INFO; keep builds readable.
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+    _ONCE.install()
     quantize_static(
         str(fp32_path),
         str(out_path),
