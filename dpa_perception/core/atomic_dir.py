@@ -96,3 +96,19 @@ def publish(tmp: Path, out: Path, aside_kind: str = "old") -> None:
         pass  # the rename is done; only its durability across a power cut is not guaranteed
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """``path`` replaced by ``data`` in one rename (a synced temp file beside it): readers see the old
+    file or the new one, never half of it; the temp file is removed on any failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

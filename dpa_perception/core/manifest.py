@@ -26,13 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from dpa_perception.core.atomic_dir import write_file_atomically
 from dpa_perception.core.errors import DpaError, ManifestError
 from dpa_perception.core.model_spec import ModelSpec
 
@@ -358,17 +357,7 @@ class Manifest:
         """Write ``engine_dir/manifest.json`` atomically (a temp file renamed over it)."""
         engine_dir = Path(engine_dir)
         path = engine_dir / MANIFEST_NAME
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=engine_dir, prefix=f".{MANIFEST_NAME}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_file_atomically(path, (json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n").encode())
         return path
 
     @classmethod

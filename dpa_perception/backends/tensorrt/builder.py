@@ -25,7 +25,6 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from dpa_perception.backends.tensorrt.plan import (
 )
 from dpa_perception.backends.tensorrt.probe import MachineInfo, probe_machine
 from dpa_perception.backends.tensorrt.profiles import make_profile
+from dpa_perception.core.atomic_dir import write_file_atomically
 from dpa_perception.core.errors import ConfigError, DpaError, ManifestError
 from dpa_perception.core.manifest import Manifest, sha256_file, verify_file
 
@@ -129,7 +129,7 @@ def _save_timing_cache(cache: Any, timing_cache: Path | None, engine_dir: Path, 
     if timing_cache is None:
         return None
     tc = Path(timing_cache)
-    _atomic_write(tc, bytes(cache.serialize()))
+    write_file_atomically(tc, bytes(cache.serialize()))
     say(f"saved timing cache {timing_cache}")
     return tc.name if tc.parent.resolve() == engine_dir.resolve() else str(tc)
 
@@ -218,20 +218,6 @@ def build_tensorrt_engines(
         "timing_cache": cache_name,
         "engines": engines,
     }
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------------------------
