@@ -2,7 +2,7 @@
 """Cameras per box: realtime replay of N synthetic 10 Hz JPEG cameras through the node's runtime.
 
     python benchmarks/bench_cameras.py ENGINE_DIR [--cameras 4,8,12,16,20,24,28] [--shapes square,rect]
-        [--seconds 8] [--threads 1] [--params config/rsu_cpu.yaml]
+        [--seconds 8] [--threads 1] [--workers 1] [--params config/rsu_cpu.yaml]
 
 Each camera replays the shared roadside bag's real 960x540 frames (re-encoded JPEG) at 10 Hz with
 its own phase. For every (input shape, N) it prints processed %, e2e p50/p99, drops by reason, the
@@ -91,13 +91,15 @@ def main() -> int:
     ap.add_argument("--shapes", default="square,rect")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per variant")
+    ap.add_argument("--workers", type=int, default=1, help="inference_workers (batches in flight)")
     ap.add_argument("--params", type=Path, default=REPO / "config" / "rsu_cpu.yaml")
     a = ap.parse_args()
     print(cpu_summary())
     jpegs = [cv2.imencode(".jpg", m.decode(), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for m in iter_images([BAG])]
-    base = {**load_parameter_files([a.params]), "engine_dir": str(a.engine), "ort_intra_op_threads": a.threads}
+    base = {**load_parameter_files([a.params]), "engine_dir": str(a.engine), "ort_intra_op_threads": a.threads,
+            "inference_workers": a.workers}
     print(f"{len(jpegs)} real 960x540 frames, 10 Hz per camera, {a.seconds:g} s each run, realtime, "
-          f"params {a.params.name}, {a.threads} ORT thread(s)")
+          f"params {a.params.name}, {a.threads} ORT thread(s), {a.workers} inference worker(s)")
     with tempfile.TemporaryDirectory(prefix="dpa_bench_cameras_") as tmp:
         for shape in a.shapes.split(","):
             best = 0

@@ -248,3 +248,39 @@ def test_stamp_zero_and_skewed_camera_clocks_are_served_and_reported() -> None:
     rec = b.camera("zero", p.stats().to_dict()["cameras"]["zero"], active=True)
     assert rec.level == WARN and "stamped far from the receiving clock" in rec.message
     accounted(p)
+
+
+def test_two_workers_keep_two_batches_in_flight_and_each_camera_in_order() -> None:
+    """inference_workers 2: twice the throughput of a slow engine, one frame per camera in flight."""
+    lock = threading.Lock()
+    worst = {"parallel": 0}
+    running = [0]
+
+    class Slow(FakeEngine):
+        def infer(self, frames: Any, mode: Any, input_shape: str = "square") -> Any:
+            with lock:
+                running[0] += 1
+                worst["parallel"] = max(worst["parallel"], running[0])
+            time.sleep(0.03)
+            with lock:
+                running[0] -= 1
+            return super().infer(frames, mode, input_shape)
+
+    p = Pipeline(Slow(None), PipelineConfig(inference_workers=2, max_batch=1, latency_budget_ms=10_000.0,  # type: ignore[arg-type]
+                                            precision_mode="high"),
+                 clock_ns=time.monotonic_ns, visibility=FakeVisibility())  # type: ignore[arg-type]
+    got: list[Any] = []
+    p.start(got.append)
+    try:
+        assert len([t for t in threading.enumerate() if t.name == "dpa-inference"]) == 2
+        for i in range(20):
+            for cam in ("a", "b"):
+                p.submit(cam, frame(0.1, i), time.monotonic_ns(), meta=i)
+            p.drain(5.0)
+    finally:
+        assert p.stop()
+    assert worst["parallel"] == 2, "two batches ran at once"
+    for cam in ("a", "b"):
+        seq = [r.meta for r in got if r.camera == cam and r.status == "processed"]
+        assert seq == sorted(seq) and len(seq) == 20, (cam, seq)
+    accounted(p)

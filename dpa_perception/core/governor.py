@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -123,14 +124,17 @@ class PrecisionGovernor:
         self._fallbacks_since_probe = 0
         self.post_ms = 2.0  # running estimate of pre- + post-processing per frame
         self._cameras: dict[str, CameraPolicy] = {}
+        self._lock = threading.RLock()  # several inference workers decide and observe at once
 
     def observe(self, mode: Mode, batch: int, inference_ms: float, other_ms: float) -> None:
         """Feed back one measured call (inference time, and pre+post time per frame)."""
-        self.model.observe(mode, batch, inference_ms)
-        self.post_ms = 0.8 * self.post_ms + 0.2 * other_ms
+        with self._lock:
+            self.model.observe(mode, batch, inference_ms)
+            self.post_ms = 0.8 * self.post_ms + 0.2 * other_ms
 
     def fits(self, mode: Mode, batch: int, age_ms: float) -> tuple[bool, float | None]:
-        pred = self.model.predict(mode, batch)
+        with self._lock:
+            pred = self.model.predict(mode, batch)
         if pred is None:
             return True, None
         limit = self.config.latency_budget_ms - self.config.safety_margin_ms
@@ -138,6 +142,10 @@ class PrecisionGovernor:
 
     def decide(self, camera: str, degradation: float, age_ms: float, batch: int) -> Decision:
         """Mode for a frame of ``camera`` that is ``age_ms`` old, run in a batch of ``batch``."""
+        with self._lock:
+            return self._decide(camera, degradation, age_ms, batch)
+
+    def _decide(self, camera: str, degradation: float, age_ms: float, batch: int) -> Decision:
         cfg = self.config
         policy = self._cameras.setdefault(camera, CameraPolicy())
         if cfg.precision_mode in MODES:

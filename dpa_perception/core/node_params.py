@@ -95,6 +95,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("reduced_decode", BOOL, True,
               "Decode a JPEG at the largest libjpeg-turbo reduction (1/2, 1/4, 1/8) that still covers the "
               "detector's letterbox size (full size while the debug image is drawn)."),
+    ParamSpec("inference_workers", INT, 1,
+              "Threads that run inference batches; 2 keeps a second batch in flight on the other core (a "
+              "camera never has two frames in flight).", min=1, max=8),
     ParamSpec("worker_stop_timeout_s", DOUBLE, 5.0,
               "deactivate/cleanup wait this long for the batch being inferred before reporting that the "
               "worker could not stop (it then exits after that batch).", min=0.1, max=600.0),
@@ -339,7 +342,7 @@ def validate_live_update(current: Mapping[str, Any], changes: Mapping[str, Any])
 
 # Structural parameters that are PipelineConfig fields of the same name.
 PIPELINE_STRUCTURAL = ("max_batch", "input_shape", "max_frame_width", "max_frame_height", "max_frame_pixels",
-                       "max_compressed_bytes", "min_frame_side", "worker_stop_timeout_s")  # fmt: skip
+                       "max_compressed_bytes", "min_frame_side", "worker_stop_timeout_s", "inference_workers")  # fmt: skip
 
 
 def pipeline_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:

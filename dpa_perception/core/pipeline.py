@@ -242,7 +242,7 @@ class Pipeline:
         ready = []
         for cam in self._cams.values():
             p = cam.pending
-            if p is None:
+            if p is None or cam.in_flight:  # one frame per camera in flight: its results stay in order
                 continue
             if p.age_ns(now) > budget_ns:
                 cam.pending = None
@@ -259,6 +259,7 @@ class Pipeline:
             assert cam.pending is not None
             taken.append((cam, cam.pending))
             cam.pending = None
+            cam.in_flight = True
         return taken, dropped
 
     def _shed(self, batch: list[tuple[_Camera, Pending]], now: int,
@@ -312,6 +313,17 @@ class Pipeline:
             cfg = self.config
             self.governor.config = cfg  # the governor decides on the same settings as the rest of the round
             batch, results = self._take_batch(now, cfg, force)
+        taken = [cam for cam, _ in batch]
+        try:
+            return self._round(batch, results, now, cfg)
+        finally:
+            with self._lock:
+                for cam in taken:
+                    cam.in_flight = False
+                self._ready.notify_all()  # another worker may take these cameras' next frames now
+
+    def _round(self, batch: list[tuple[_Camera, Pending]], results: list[FrameResult], now: int,
+               cfg: PipelineConfig) -> list[FrameResult]:
         batch, late = self._shed(batch, now, cfg)
         results += late
         if not batch:
@@ -436,6 +448,10 @@ class Pipeline:
 
     def _has_pending(self) -> bool:
         return bool(self._dropped) or any(c.pending is not None for c in self._cams.values())
+
+    def _has_ready(self) -> bool:
+        """A frame a worker can take now (its camera has no frame in flight), or drops to report."""
+        return bool(self._dropped) or any(c.pending is not None and not c.in_flight for c in self._cams.values())
 
     def has_pending(self) -> bool:
         """Whether any frame waits in a slot (or a dropped one waits to be reported)."""

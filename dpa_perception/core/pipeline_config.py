@@ -34,6 +34,7 @@ class PipelineConfig(GovernorConfig):
     max_compressed_bytes: int = P.default("max_compressed_bytes")
     min_frame_side: int = P.default("min_frame_side")
     worker_stop_timeout_s: float = P.default("worker_stop_timeout_s")
+    inference_workers: int = P.default("inference_workers")
     stale_after_s: float = 2.0  # a camera with no frame for this long is reported stale
 
     STRUCTURAL = P.PIPELINE_STRUCTURAL

@@ -99,6 +99,7 @@ class CameraState:
         self.last_served_ns = 0
         self.frame_index = 0
         self.submit_index = 0  # frames decoded through submit_message (its visibility schedule)
+        self.in_flight = False  # a frame of this camera is being processed by a worker
         self.visibility: VisibilityReport | None = None
 
     def next_arrival_ns(self) -> int | None:

@@ -1,9 +1,11 @@
-"""The pipeline's inference worker thread: started and stopped safely, never two at once.
+"""The pipeline's inference workers: ``inference_workers`` threads, started and stopped safely.
 
-It runs :meth:`Pipeline.step` whenever frames wait (or when the batching window ends) and hands
-every result to the callback. ``start``/``stop`` are idempotent and thread-safe; ``stop`` waits
-(bounded) for the batch being inferred and reports when it could not; a worker left finishing a
-batch exits after it (its generation is no longer current).
+Each runs :meth:`Pipeline.step` whenever a frame is ready (or when the batching window ends) and
+hands every result to the callback; with two, a second batch is inferred on the other core while
+the first runs (a camera never has two frames in flight, so its results stay in order).
+``start``/``stop`` are idempotent and thread-safe, never two sets of workers; ``stop`` waits
+(bounded) for the batches being inferred and reports when it could not; workers left finishing a
+batch exit after it (their generation is no longer current).
 """
 
 from __future__ import annotations
@@ -22,28 +24,35 @@ if TYPE_CHECKING:
 class Worker:
     def __init__(self, pipeline: Pipeline):
         self.p = pipeline
-        self.thread: threading.Thread | None = None
+        self.threads: list[threading.Thread] = []
         self.running = False
-        self.busy = False  # inside step()
+        self.busy = 0  # workers inside step()
         self._life = threading.Lock()  # serialises start() and stop()
         self._generation = 0
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self.threads[0] if self.threads else None
+
     def start(self, on_result: Callable[[Any], None]) -> None:
-        """Never two workers: a previous one still finishing a batch is waited for, or refused."""
+        """Never two sets of workers: previous ones still finishing a batch are waited for, or refused."""
         with self._life:
-            old = self.thread
-            if old is not None and old.is_alive():
-                if self.running:
-                    return
-                old.join(self.p.config.worker_stop_timeout_s)
-                if old.is_alive():
-                    raise ConfigError("the previous inference worker is still finishing a batch "
-                                      f"(more than {self.p.config.worker_stop_timeout_s} s); try again")
+            alive = [t for t in self.threads if t.is_alive()]
+            if alive and self.running:
+                return
+            timeout = self.p.config.worker_stop_timeout_s
+            for t in alive:
+                t.join(timeout)
+            if any(t.is_alive() for t in alive):
+                raise ConfigError(f"the previous inference worker is still finishing a batch (more than {timeout} s); "
+                                  "try again")
             self.running = True
             self._generation += 1
-            self.thread = threading.Thread(target=self._loop, args=(self._generation, on_result),
-                                           name="dpa-inference", daemon=True)
-            self.thread.start()
+            self.threads = [threading.Thread(target=self._loop, args=(self._generation, on_result),
+                                             name="dpa-inference", daemon=True)
+                            for _ in range(self.p.config.inference_workers)]  # fmt: skip
+            for t in self.threads:
+                t.start()
 
     def _loop(self, generation: int, on_result: Callable[[Any], None]) -> None:
         p = self.p
@@ -54,11 +63,11 @@ class Worker:
         while current():
             with p._lock:
                 hold = p.hold_until_ns
-                if not p._has_pending():
+                if not p._has_ready():
                     p._ready.wait(timeout=0.1)
                 elif hold is not None and (left := (hold - p.steady_ns()) / 1e9) > 0:
                     p._ready.wait(timeout=left)  # a due camera's frame, or the window's end
-                self.busy = True
+                self.busy += 1
             try:
                 if not current():
                     break
@@ -68,7 +77,7 @@ class Worker:
                 results = []
             finally:
                 with p._lock:
-                    self.busy = False
+                    self.busy -= 1
                     p._ready.notify_all()  # wakes wait_idle()
             for r in results:  # each result delivered on its own: a failing callback loses no other
                 try:
@@ -80,7 +89,7 @@ class Worker:
         """Wait (bounded) until no frame waits and the worker is not inside a round."""
         p, deadline = self.p, time.monotonic() + timeout_s
         with p._lock:
-            while (self.busy or p._has_pending()) and (left := deadline - time.monotonic()) > 0:
+            while (self.busy > 0 or p._has_pending()) and (left := deadline - time.monotonic()) > 0:
                 p._ready.wait(timeout=min(left, 0.1))
 
     def stop(self, timeout_s: float) -> bool:
@@ -88,12 +97,13 @@ class Worker:
             self.running = False
             with self.p._lock:
                 self.p._ready.notify_all()
-            worker = self.thread
-            if worker is None or worker is threading.current_thread():
-                return worker is None
-            worker.join(timeout_s)
-            if worker.is_alive():
+            if threading.current_thread() in self.threads:
+                return False  # called from a result callback: the workers end after this round
+            deadline = time.monotonic() + timeout_s
+            for t in self.threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+            if any(t.is_alive() for t in self.threads):
                 self.p._worker_error(TimeoutError(f"stop: the worker did not finish its batch within {timeout_s} s"))
                 return False
-            self.thread = None
+            self.threads = []
             return True
