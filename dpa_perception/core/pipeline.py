@@ -181,13 +181,18 @@ class Pipeline:
             cam.submit_index += 1
         if not due:
             return None, 0.0
+        vis, ms = self._estimate(frame)
+        with self._lock:
+            cam.visibility = vis
+        return vis, ms
+
+    def _estimate(self, frame: np.ndarray) -> tuple[VisibilityReport, float]:
+        """The visibility report of ``frame`` and the milliseconds it took."""
         t0 = time.perf_counter()
         try:
             vis = self.visibility.estimate(frame, now_s=self.clock_ns() / NS)
         except ImageError:  # too small to assess: no evidence either way, detection still runs
             vis = VisibilityReport.unknown()
-        with self._lock:
-            cam.visibility = vis
         return vis, (time.perf_counter() - t0) * 1e3
 
     def report_weather(self, visibility_m: float | None = None, precipitation: bool | None = None) -> None:
@@ -356,12 +361,7 @@ class Pipeline:
             return known, p.vis_ms
         vis, ms = cam.visibility, 0.0
         if vis is None or cam.frame_index % cfg.visibility_every_n == 0:
-            t0 = time.perf_counter()
-            try:
-                vis = self.visibility.estimate(p.frame, now_s=self.clock_ns() / NS)
-            except ImageError:  # too small to assess: no evidence either way, detection still runs
-                vis = VisibilityReport.unknown()
-            ms = (time.perf_counter() - t0) * 1e3
+            vis, ms = self._estimate(p.frame)
             cam.visibility = vis
         cam.frame_index += 1
         return vis, ms
