@@ -52,7 +52,11 @@ class RuntimeConfig:
 
 def runtime_config(values: Mapping[str, Any]) -> RuntimeConfig:
     """The settings of a runtime from parameter values (validated here, so raw values are fine)."""
-    v = P.validate_values(values)
+    return _config_of(P.validate_values(values))
+
+
+def _config_of(v: Mapping[str, Any]) -> RuntimeConfig:
+    """:func:`runtime_config` of values :func:`node_params.validate_values` already returned."""
     pipeline = PipelineConfig(**P.pipeline_kwargs(v))
     pipeline.validate()
     decode = DecodeConfig(**P.decode_kwargs(v))
@@ -166,7 +170,7 @@ def assemble(
     checked against the settings and its decode settings are replaced by the parameters'.
     """
     validated = P.validate_values(values)
-    cfg = runtime_config(validated)
+    cfg = _config_of(validated)
     if engine is None:
         engine = open_engine(cfg, warmup_runs)
     else:
