@@ -29,6 +29,8 @@ LIVE = {
     "precision_mode", "latency_budget_ms", "safety_margin_ms", "enter_high_threshold", "leave_high_threshold",
     "min_dwell_frames", "visibility_every_n", "score_threshold", "nms_iou", "class_agnostic_nms",
     "class_filter", "latency_error_after_s", "stamp_trust_s", "batch_window_ms", "budget_fallback",
+    "pixel_sigma_px", "max_range_m", "track_high_score", "track_low_score", "track_gate_m", "track_confirm_hits",
+    "track_max_age_s", "track_accel_sigma",
 }  # fmt: skip
 
 
@@ -57,7 +59,27 @@ def test_table_is_complete_and_consistent() -> None:
     assert P.SPECS["publish_debug_image"].default is False
     assert P.SPECS["diagnostics_period_s"].default == 1.0
     # exactly the empty-list defaults are declared with dynamic typing (rclpy's [] -> BYTE_ARRAY trap)
-    assert {p.name for p in P.PARAMS if p.empty_array_default} == {"class_filter", "detection_topics"}
+    assert {p.name for p in P.PARAMS if p.empty_array_default} == {"class_filter", "detection_topics",
+                                                                   "reference_point"}  # fmt: skip
+
+
+def test_camera_geometry_parameters_follow_the_camera_topics() -> None:
+    cams = ["/rsu/cam0/image_raw/compressed", "/rsu/cam1/image_raw"]
+    h = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    v = P.validate_values(ok_values(camera_topics=cams, **{"cameras.rsu_cam1.homography": h}))
+    assert v["cameras.rsu_cam1.homography"] == h
+    assert v["cameras.rsu_cam0.homography"] == [] and v["cameras.rsu_cam0.ground_z"] == 0.0
+    with pytest.raises(ConfigError, match="cameras.rsu_cam7.homography: no camera in camera_topics"):
+        P.validate_values(ok_values(camera_topics=cams, **{"cameras.rsu_cam7.homography": h}))
+    with pytest.raises(ConfigError, match="list of finite numbers"):
+        P.validate_values(ok_values(camera_topics=cams, **{"cameras.rsu_cam0.roi": [1.0, "a"]}))
+    with pytest.raises(ConfigError, match="share the geometry key"):
+        P.validate_values(ok_values(camera_topics=["/a/cam/image_raw", "/a/cam/image_raw/compressed"],
+                                    detection_topics=["/x", "/y"]))
+    with pytest.raises(ConfigError, match="track_low_score"):
+        P.validate_values(ok_values(track_low_score=0.6, track_high_score=0.5))
+    with pytest.raises(ConfigError, match="reference_point"):
+        P.validate_values(ok_values(reference_point=[48.1, 11.5]))
 
 
 def test_defaults_with_an_engine_dir_validate() -> None:

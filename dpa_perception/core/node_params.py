@@ -12,58 +12,30 @@ from __future__ import annotations
 import array
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from dpa_perception.core.errors import ConfigError
-from dpa_perception.core.topics import check_topic_name, resolve_output_topics
+from dpa_perception.core.param_spec import (  # noqa: F401  (re-exported: the one place callers look)
+    BOOL,
+    DOUBLE,
+    DOUBLE_ARRAY,
+    INT,
+    INT_ARRAY,
+    STRING,
+    STRING_ARRAY,
+    TYPES,
+    ParamSpec,
+    _fmt,
+)
+from dpa_perception.core.topics import check_topic_name, objects_topic, resolve_output_topics
 from dpa_perception.core.types import BACKENDS, INPUT_SHAPE_POLICIES, PRECISION_MODES
-
-# Parameter value types (mirroring rcl_interfaces/ParameterType).
-BOOL = "bool"
-INT = "int"
-DOUBLE = "double"
-STRING = "string"
-INT_ARRAY = "int_array"
-STRING_ARRAY = "string_array"
-TYPES = (BOOL, INT, DOUBLE, STRING, INT_ARRAY, STRING_ARRAY)
+from dpa_perception.core.world_params import WORLD_PARAMS, camera_key, camera_specs, field_spec
 
 PLACEMENTS = ("auto", "cpu", "gpu", "dla:0", "dla:1")
 INPUT_SHAPES = INPUT_SHAPE_POLICIES
 QOS_RELIABILITY = ("best_effort", "reliable", "system_default")
 QOS_HISTORY = ("keep_last", "keep_all", "system_default")
 MAX_CLASS_ID = 65534  # vision_msgs/VisionClass.class_id is uint16; 65535 means UNLABELED
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter."""
-
-    name: str
-    type: str
-    default: Any
-    description: str
-    live: bool = False  # True: may change while the node runs; False: read-only after start
-    min: float | None = None  # inclusive bounds (numbers; per element for int arrays)
-    max: float | None = None
-    choices: tuple[str, ...] = ()
-
-    @property
-    def range_text(self) -> str:
-        if self.choices:
-            return ", ".join(self.choices)
-        if self.min is not None and self.max is not None:
-            return f"[{_fmt(self.min, self.type)}, {_fmt(self.max, self.type)}]"
-        return ""
-
-    @property
-    def empty_array_default(self) -> bool:
-        """An empty array default: declared with dynamic typing (see docs/ros.md, "empty lists")."""
-        return self.type in (INT_ARRAY, STRING_ARRAY) and not self.default
-
-
-def _fmt(v: float, typ: str) -> str:
-    return str(int(v)) if typ in (INT, INT_ARRAY) else repr(float(v))
 
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -167,6 +139,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               "Latency diagnostic turns ERROR once every frame has been over budget for this long (s).",
               live=True,
               min=0.0, max=3600.0),
+    # ---- world frame: ground projection and tracking (core/world_params.py)
+    *WORLD_PARAMS,
 )
 
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
@@ -254,18 +228,28 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
         if spec.choices and value.lower() not in spec.choices:
             raise ConfigError(f"{n} must be one of {', '.join(spec.choices)}, got {value!r}")
         return value.lower() if spec.choices else value
+    return _coerce_array(spec, value)
+
+
+def _coerce_array(spec: ParamSpec, value: Any) -> list[Any]:
+    n = spec.name
+    items = _as_list(n, value)
     if spec.type == INT_ARRAY:
-        items = _as_list(n, value)
         if any(isinstance(v, bool) or not isinstance(v, int) for v in items):
             raise ConfigError(f"{n} must be a list of integers, got {items!r}")
         for v in items:
             _check_range(spec, v)
         return [int(v) for v in items]
     if spec.type == STRING_ARRAY:
-        items = _as_list(n, value)
         if any(not isinstance(v, str) for v in items):
             raise ConfigError(f"{n} must be a list of strings, got {items!r}")
         return [v.strip() for v in items]
+    if spec.type == DOUBLE_ARRAY:
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in items):
+            raise ConfigError(f"{n} must be a list of finite numbers, got {items!r}")
+        for v in items:
+            _check_range(spec, v)
+        return [float(v) for v in items]
     raise AssertionError(spec.type)
 
 
@@ -274,7 +258,42 @@ def _check_range(spec: ParamSpec, v: float) -> None:
         raise ConfigError(f"{spec.name} {v!r} is outside [{_fmt(spec.min, spec.type)}, {_fmt(spec.max, spec.type)}]")
 
 
+def _camera_values(camera_topics: Sequence[str], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-camera geometry parameters of these cameras (defaults filled in), checked.
+
+    A ``cameras.<key>.*`` value for a key no camera topic has is refused (a typo would leave a camera
+    without its geometry), as are two camera topics with the same key.
+    """
+    keys: dict[str, str] = {}
+    for topic in camera_topics:
+        key = camera_key(topic)
+        if key in keys:
+            raise ConfigError(f"camera topics {keys[key]!r} and {topic!r} share the geometry key cameras.{key}; "
+                              "give the cameras distinct namespaces")
+        keys[key] = topic
+    out: dict[str, Any] = {}
+    for spec in camera_specs(camera_topics):
+        out[spec.name] = coerce(spec, raw[spec.name]) if spec.name in raw else default_of(spec)
+    for name in raw:
+        if field_spec(name) is not None and name not in out:
+            raise ConfigError(f"{name}: no camera in camera_topics has the key {name.split('.')[1]!r} "
+                              f"(keys: {', '.join(sorted(keys))})")
+    return out
+
+
+def is_camera_param(name: str) -> bool:
+    """Whether ``name`` is a per-camera geometry parameter name (``cameras.<key>.<field>``)."""
+    return field_spec(name) is not None
+
+
+def default_of(spec: ParamSpec) -> Any:
+    return list(spec.default) if isinstance(spec.default, list) else spec.default
+
+
 def _check_live_cross(values: Mapping[str, Any]) -> None:
+    if values.get("track_low_score", 0.0) > values.get("track_high_score", 1.0):
+        raise ConfigError(f"track_low_score ({values['track_low_score']}) must not exceed track_high_score "
+                          f"({values['track_high_score']})")
     if values["leave_high_threshold"] > values["enter_high_threshold"]:
         raise ConfigError(
             f"leave_high_threshold ({values['leave_high_threshold']}) must not exceed enter_high_threshold "
@@ -315,6 +334,13 @@ def validate_values(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"placement_{variant} cpu needs backend onnxruntime (tensorrt runs on gpu or dla)")
     _check_live_cross(values)
     values["detection_topics"] = resolve_output_topics(values["camera_topics"], values["detection_topics"])
+    values.update(_camera_values(values["camera_topics"], raw))
+    clash = sorted(set(map(objects_topic, values["camera_topics"])) & set(values["detection_topics"]))
+    if values["tracking"] and clash:
+        raise ConfigError(f"detection topic(s) {', '.join(clash)} would also carry a camera's world objects; "
+                          "choose other detection_topics")
+    if values["reference_point"] and len(values["reference_point"]) != 3:
+        raise ConfigError(f"reference_point must be [latitude, longitude, altitude], got {values['reference_point']}")
     for name in ("weather_topic", "precipitation_topic"):
         if values[name]:
             check_topic_name(values[name], name)
@@ -372,7 +398,7 @@ def table_markdown(specs: Sequence[ParamSpec] = PARAMS) -> str:
     """The parameter table as Markdown (kept in docs/ros.md; a test checks it is current)."""
     rows = ["| name | type | default | range / choices | live | description |", "|---|---|---|---|---|---|"]
     for p in specs:
-        default = repr(p.default) if p.type in (STRING, STRING_ARRAY, INT_ARRAY) else str(p.default).lower()
+        default = repr(p.default) if p.type in (STRING, STRING_ARRAY, INT_ARRAY, DOUBLE_ARRAY) else str(p.default).lower()
         rows.append(
             f"| `{p.name}` | {p.type} | `{default}` | {p.range_text} | {'live' if p.live else 'structural'} "
             f"| {p.description} |"

@@ -15,6 +15,8 @@ from dpa_perception.core.errors import ConfigError
 COMPRESSED_SUFFIX = "/compressed"
 DETECTIONS_NAME = "detections"
 DEBUG_IMAGE_NAME = "image"
+OBJECTS_NAME = "objects"  # <camera ns>/objects per camera, and the fused objects in the node's namespace
+LABEL_INFO_NAME = "label_info"
 
 # ROS 2 topic names: tokens of [A-Za-z0-9_] separated by '/', optional leading '/' or '~/',
 # no token starting with a digit, no '__', no trailing '/' (rcl's validation, simplified).
@@ -60,6 +62,11 @@ def _join(namespace: str, name: str) -> str:
 def detection_topic(camera_topic: str) -> str:
     """Default Detection2DArray topic of a camera topic: ``<camera namespace>/detections``."""
     return _join(camera_namespace(camera_topic), DETECTIONS_NAME)
+
+
+def objects_topic(camera_topic: str) -> str:
+    """World-frame Detection3DArray topic of a camera topic: ``<camera namespace>/objects``."""
+    return _join(camera_namespace(camera_topic), OBJECTS_NAME)
 
 
 def debug_image_topic(detections_topic: str) -> str:
