@@ -47,6 +47,11 @@ def test_core_imports_no_runtime_build_library_ros_or_upper_layer() -> None:
     assert not violations("core", CORE_FORBIDDEN)
 
 
+def test_world_package_is_core_level() -> None:
+    """Projection, tracking and the V2X records are ROS-free and runtime-free, like core."""
+    assert not violations("world", CORE_FORBIDDEN)
+
+
 def test_ros_layer_imports_no_backend_or_tool() -> None:
     assert not violations("ros", ROS_FORBIDDEN)
 
