@@ -29,6 +29,8 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        "scipy>=1.8",  # linear_sum_assignment for the tracker
+        "pymap3d>=3.0",  # dpa-calibrate: surveyed latitude/longitude -> local ENU metres (geodetic2enu)
     ],
     # colcon picks pytest for `colcon test` from the "test" extra (colcon-core has_test_dependency).
     # pytest < 9.1: pytest 9.2 breaks the launch_testing plugin of ROS 2 Humble and Jazzy
@@ -41,6 +43,7 @@ setup(
             "mypy>=1.10",
             "types-PyYAML",
             "colcon-common-extensions",  # test/test_colcon.py: colcon build + colcon test on this package
+            "motmetrics>=1.4",  # dpa-eval --tracks: CLEAR MOT / IDF1 (test/test_track_eval.py)
         ],
         "tensorrt": ["tensorrt>=10"],
     },
@@ -57,6 +60,7 @@ setup(
             "dpa-replay = dpa_perception.tools.replay:main",
             "dpa-demo-bag = dpa_perception.demo.make_bag:main",
             "dpa-eval = dpa_perception.demo.evaluate:main",
+            "dpa-calibrate = dpa_perception.tools.calibrate:main",
             "dpa_perception_node = dpa_perception.tools.node_entry:main",
         ],
     },

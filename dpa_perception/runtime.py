@@ -13,7 +13,7 @@ tools; it imports no ROS.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,10 @@ from dpa_perception.core.pipeline import Pipeline, PipelineConfig
 from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.preprocess import resized_hw
 from dpa_perception.core.types import MODES, NS_PER_S
+from dpa_perception.core.world_params import WORLD_PARAMS, camera_param
 from dpa_perception.inference.engine import DualModeEngine
+from dpa_perception.world.geometry import CameraGeometry, geometry_from_values
+from dpa_perception.world.stage import WorldConfig, WorldStage
 
 WARMUP_RUNS = 3
 
@@ -48,6 +51,12 @@ class RuntimeConfig:
     reduced_decode: bool
     latency_error_after_s: float
     degraded_threshold: float
+    world: WorldConfig
+    tracked_cameras: tuple[str, ...]  # cameras with a geometry (world output), when tracking is on
+    publish_threshold: float  # the 2D output's score threshold (the engine decodes down to the tracker's)
+
+
+WORLD_LIVE = frozenset(p.name for p in WORLD_PARAMS if p.live)
 
 
 def runtime_config(values: Mapping[str, Any]) -> RuntimeConfig:
@@ -59,8 +68,10 @@ def _config_of(v: Mapping[str, Any]) -> RuntimeConfig:
     """:func:`runtime_config` of values :func:`node_params.validate_values` already returned."""
     pipeline = PipelineConfig(**P.pipeline_kwargs(v))
     pipeline.validate()
-    decode = DecodeConfig(**P.decode_kwargs(v))
-    decode.validate()
+    tracked = tracked_cameras(v)
+    decode = _decode_config(v, bool(tracked))
+    world = WorldConfig.from_values(v)
+    world.validate()
     return RuntimeConfig(
         engine_dir=str(v["engine_dir"]),
         backend=v["backend"],
@@ -74,7 +85,47 @@ def _config_of(v: Mapping[str, Any]) -> RuntimeConfig:
         reduced_decode=v["reduced_decode"],
         latency_error_after_s=v["latency_error_after_s"],
         degraded_threshold=v["enter_high_threshold"],
+        world=world,
+        tracked_cameras=tracked,
+        publish_threshold=float(v["score_threshold"]),
     )
+
+
+def camera_geometries(v: Mapping[str, Any]) -> dict[str, CameraGeometry]:
+    """The geometry of every camera that has one (none when tracking is off), from validated values."""
+    if not v["tracking"]:
+        return {}
+    found = {cam: geometry_from_values(v, cam) for cam in v["camera_topics"]}
+    return {cam: g for cam, g in found.items() if g is not None}
+
+
+def tracked_cameras(v: Mapping[str, Any]) -> tuple[str, ...]:
+    """Cameras with world output: a static geometry, or intrinsics and a pose still to come from the node's
+    CameraInfo and tf2 inputs (``camera_info_topic`` / ``tf_frame``)."""
+    if not v["tracking"]:
+        return ()
+    static = camera_geometries(v)
+
+    def dynamic(cam: str) -> bool:
+        def has(*fields: str) -> bool:
+            return any(v[camera_param(cam, f)] for f in fields)
+
+        return has("camera_info_topic", "camera_matrix") and has("tf_frame", "pose") and (
+            has("camera_info_topic") or has("tf_frame"))
+
+    return tuple(c for c in v["camera_topics"] if c in static or dynamic(c))
+
+
+def _decode_config(v: Mapping[str, Any], tracked: bool, max_detections: int | None = None) -> DecodeConfig:
+    """The engine's decode settings: down to ``track_low_score`` when a tracker takes low-score boxes."""
+    kw = P.decode_kwargs(v)
+    if tracked:
+        kw["score_threshold"] = min(float(v["score_threshold"]), float(v["track_low_score"]))
+    if max_detections is not None:
+        kw["max_detections"] = max_detections
+    decode = DecodeConfig(**kw)
+    decode.validate()
+    return decode
 
 
 @dataclass
@@ -87,6 +138,7 @@ class Runtime:
     pipeline: Pipeline
     diagnostics: DiagnosticsBuilder
     engine_desc: dict[str, Any] = field(default_factory=dict)
+    world: WorldStage | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -101,14 +153,19 @@ class Runtime:
         live = P.validate_live_update(self.values, changes)
         merged = {**self.values, **live}
         decode = None
-        if P.touches_decode(live):
-            decode = DecodeConfig(**P.decode_kwargs(merged), max_detections=self.engine.decode.max_detections)
-            decode.validate()
+        if P.touches_decode(live) or "track_low_score" in live:
+            decode = _decode_config(merged, self.world is not None, self.engine.decode.max_detections)
+        world_changes = {k: v for k, v in live.items() if k in WORLD_LIVE}
+        if self.world is not None and world_changes:
+            replace(self.world.config, **world_changes).validate()
         pipeline_changes = P.pipeline_changes(live)
         if pipeline_changes:
             self.pipeline.update(**pipeline_changes)  # validates; raises before changing anything
+        if self.world is not None and world_changes:
+            self.world.update(**world_changes)
         if decode is not None:
             self.pipeline.set_decode(decode)
+            self.pipeline.publish_threshold = float(merged["score_threshold"])
         self.diagnostics.latency_error_after_s = float(merged["latency_error_after_s"])
         self.diagnostics.degraded_threshold = float(merged["enter_high_threshold"])
         self.values = merged
@@ -178,7 +235,12 @@ def assemble(
     try:
         spec = engine.spec
         target = (lambda h, w: resized_hw((h, w), spec)) if cfg.reduced_decode else None
-        pipeline = Pipeline(engine, cfg.pipeline, clock_ns=clock_ns, steady_ns=steady_ns, decode_target=target)
+        world = None
+        if cfg.tracked_cameras:
+            world = WorldStage(camera_geometries(validated), cfg.world, list(spec.class_names))
+        pipeline = Pipeline(engine, cfg.pipeline, clock_ns=clock_ns, steady_ns=steady_ns, decode_target=target,
+                            world=world)  # fmt: skip
+        pipeline.publish_threshold = cfg.publish_threshold
         for cam in cfg.cameras:
             pipeline.add_camera(cam)
     except BaseException:
@@ -187,7 +249,7 @@ def assemble(
     diag = DiagnosticsBuilder(prefix=prefix, hardware_id=hardware_id,
                               latency_error_after_s=cfg.latency_error_after_s,
                               degraded_threshold=cfg.degraded_threshold)  # fmt: skip
-    return Runtime(cfg, validated, engine, pipeline, diag, engine.describe())
+    return Runtime(cfg, validated, engine, pipeline, diag, engine.describe(), world)
 
 
 def _check_reused(engine: DualModeEngine, cfg: RuntimeConfig) -> None:
@@ -232,9 +294,21 @@ def load_parameter_files(paths: Sequence[Path], node_name: str = "dpa_perception
             doc = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read the parameter file ({exc})") from exc
-        params = _ros_parameters(doc, str(path), node_name)
-        unknown = sorted(set(params) - set(P.SPECS) - {"use_sim_time"})
+        params = _flatten(_ros_parameters(doc, str(path), node_name))
+        unknown = sorted(k for k in params if k not in P.SPECS and k != "use_sim_time" and not P.is_camera_param(k))
         if unknown:
             raise ConfigError(f"{path}: unknown parameter(s) {', '.join(unknown)}")
-        merged.update({k: v for k, v in params.items() if k in P.SPECS})
+        merged.update({k: v for k, v in params.items() if k in P.SPECS or P.is_camera_param(k)})
     return merged
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted names, as ROS 2 reads a parameter file (``cameras: {a: {b: 1}}`` -> ``cameras.a.b``)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

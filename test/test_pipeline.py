@@ -18,7 +18,7 @@ from fakes import MS, FakeClock, FakeEngine, FakeVisibility, frame
 from dpa_perception.core.pipeline import FrameResult, Pipeline, PipelineConfig, RollingStats
 from dpa_perception.inference.engine import DualModeEngine
 
-TIMING_KEYS = {"queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "e2e"}
+TIMING_KEYS = {"queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "world", "e2e"}
 
 
 def make(clock: FakeClock | None = None, engine: FakeEngine | None = None, vis: FakeVisibility | None = None,

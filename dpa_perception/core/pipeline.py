@@ -16,15 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from dpa_perception.core import pipeline_state
 from dpa_perception.core.errors import ConfigError, DpaError, ImageError
 from dpa_perception.core.governor import PrecisionGovernor
 from dpa_perception.core.image_codec import Target, decode_frame
-from dpa_perception.core.pipeline_config import InferenceEngine, PipelineConfig
+from dpa_perception.core.pipeline_config import InferenceEngine, PipelineConfig, WorldOutput
 from dpa_perception.core.pipeline_state import CameraState as _Camera
 from dpa_perception.core.pipeline_state import FrameResult, Pending, RollingStats, batch_hold_until, build_stats
 from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.stats import PipelineStats, WorkerStats
-from dpa_perception.core.types import MODES, NS_PER_S, Mode
+from dpa_perception.core.types import MODES, NS_PER_S, Detections, Mode
 from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
 from dpa_perception.core.worker import Worker
 
@@ -43,6 +44,7 @@ class _Item:
     vis: VisibilityReport
     reason: str
     vis_ms: float
+    hw: tuple[int, int] | None = None  # the frame's original size, once run
 
 
 class Pipeline:
@@ -62,6 +64,7 @@ class Pipeline:
         visibility: VisibilityEstimator | None = None,
         steady_ns: Callable[[], int] | None = None,
         decode_target: Target | None = None,
+        world: WorldOutput | None = None,
     ):
         self.config = config or PipelineConfig()
         self.config.validate()
@@ -73,6 +76,10 @@ class Pipeline:
         # JPEGs decoded at the largest reduction that still covers this size (the engine's letterbox)
         self.decode_target = decode_target
         self.visibility = visibility or VisibilityEstimator()
+        # after the detector: ground projection + tracking; the 2D output keeps scores >= publish_threshold
+        # (the engine may decode lower, for the tracker's second pass)
+        self.world = world
+        self.publish_threshold = 0.0
         self.governor = PrecisionGovernor(self.config)
         self.stats_window = RollingStats()
         self._cams: dict[str, _Camera] = {}
@@ -386,17 +393,16 @@ class Pipeline:
     def _run(self, mode: Mode, items: list[_Item], cfg: PipelineConfig) -> list[FrameResult]:
         t_start = self.steady_ns()
         res = self.engine.infer([it.p.frame for it in items], mode, cfg.input_shape)
-        done = self.steady_ns()
         n = len(items)
         if len(res.detections) != n:
             raise RuntimeError(f"the engine returned {len(res.detections)} results for {n} frames")
         self.governor.observe(mode, n, res.timing.inference_ms, (res.timing.preprocess_ms + res.timing.postprocess_ms) / n)
+        worlds = [self._world(it, d) for it, d in zip(items, res.detections)]
+        done = self.steady_ns()
         results = []
         with self._lock:
-            for it, dets in zip(items, res.detections):
+            for it, (dets, world, ids, world_ms) in zip(items, worlds):
                 cam, p = it.cam, it.p
-                if p.scale_xy != (1.0, 1.0):
-                    dets = dets.scaled(*p.scale_xy)
                 timing = {
                     "queue_wait": round((t_start - p.arrived_ns) / 1e6, 3),
                     "decode": round(p.decode_ms, 3),
@@ -404,10 +410,11 @@ class Pipeline:
                     "preprocess": round(res.timing.preprocess_ms / n, 3),
                     "inference": round(res.timing.inference_ms / n, 3),
                     "postprocess": round(res.timing.postprocess_ms / n, 3),
+                    "world": round(world_ms, 3),
                     "e2e": round(p.age_ns(done) / 1e6, 3),
                 }
                 r = FrameResult(cam.name, p.stamp_ns, p.meta, "processed", mode, it.reason, dets, timing, it.vis, n,
-                                p.frame if p.keep_frame else None)
+                                p.frame if p.keep_frame else None, world, ids, it.hw)
                 cam.processed += 1
                 cam.last_served_ns = done
                 if timing["e2e"] > cfg.latency_budget_ms:
@@ -415,6 +422,15 @@ class Pipeline:
                 self.stats_window.add(r, cfg.latency_budget_ms, done)
                 results.append(r)
         return results
+
+    def _world(self, it: _Item, dets: Detections) -> tuple[Detections, Any, list[int] | None, float]:
+        """Original-pixel detections through the world stage: (2D output, world result, track ids, ms)."""
+        sx, sy = it.p.scale_xy
+        if (sx, sy) != (1.0, 1.0):
+            dets = dets.scaled(sx, sy)
+        it.hw = (round(it.p.frame.shape[0] * sy), round(it.p.frame.shape[1] * sx))
+        return pipeline_state.world_step(self.world, it.cam.name, it.p.stamp_ns, dets, self.publish_threshold,
+                                         self.steady_ns, self._worker_error)  # fmt: skip
 
     def _fail(self, cam: _Camera, p: Pending, stage: str, exc: Exception) -> FrameResult:
         """A frame that failed in processing: rejected on its camera, which goes to the back of the queue."""
@@ -437,16 +453,14 @@ class Pipeline:
         ``worker_stop_timeout_s`` setting). False (and a worker error) when it could not finish in time."""
         return self._ctl.stop(self.config.worker_stop_timeout_s if timeout_s is None else timeout_s)
 
-    @property
-    def worker_thread(self) -> threading.Thread | None:
-        return self._ctl.thread
+    worker_thread = property(lambda self: self._ctl.thread)
 
     def _worker_error(self, exc: BaseException) -> None:
         with self._lock:
             self.worker_errors += 1
             self.last_worker_error = f"{type(exc).__name__}: {exc}"
 
-    def _has_pending(self) -> bool:
+    def _has_pending(self) -> bool:  # a frame waits in a slot, or a dropped one waits to be reported
         return bool(self._dropped) or any(c.pending is not None for c in self._cams.values())
 
     def _has_ready(self) -> bool:
@@ -454,7 +468,6 @@ class Pipeline:
         return bool(self._dropped) or any(c.pending is not None and not c.in_flight for c in self._cams.values())
 
     def has_pending(self) -> bool:
-        """Whether any frame waits in a slot (or a dropped one waits to be reported)."""
         with self._lock:
             return self._has_pending()
 

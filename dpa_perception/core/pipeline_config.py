@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.governor import GovernorConfig
 from dpa_perception.core.image_codec import FrameLimits
 from dpa_perception.core.postprocess import DecodeConfig
-from dpa_perception.core.types import BatchResult, Mode
+from dpa_perception.core.types import BatchResult, Detections, Mode
 
 
 @dataclass
@@ -60,3 +60,9 @@ class InferenceEngine(Protocol):
     def supports(self, input_shape: str) -> bool: ...
 
     def infer(self, frames: Sequence[np.ndarray], mode: Mode, input_shape: str = "square") -> BatchResult: ...
+
+
+class WorldOutput(Protocol):
+    """What the pipeline needs of the world stage (``dpa_perception.world.stage.WorldStage``)."""
+
+    def process(self, camera: str, stamp_ns: int, dets: Detections) -> Any: ...

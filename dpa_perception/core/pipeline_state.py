@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,9 @@ class FrameResult:
     visibility: VisibilityReport | None = None
     batch: int = 0  # frames in the inference call this frame ran in (0: not run)
     frame: np.ndarray | None = None  # the decoded frame, when submitted with keep_frame (debug images)
+    world: Any = None  # the world stage's result (a world.stage.WorldFrame), when the camera has a geometry
+    track_ids: list[int] | None = None  # per detection: its track id (0: none), with a world result
+    image_hw: tuple[int, int] | None = None  # the frame's original size (processed frames)
 
 
 @dataclass
@@ -153,7 +156,7 @@ def percentiles(values: Sequence[float], digits: int = 3,
 class RollingStats:
     """Bounded windows of latencies and counters for diagnostics and summaries."""
 
-    STAGES = ("queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "e2e")
+    STAGES = ("queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "world", "e2e")
 
     def __init__(self, window: int = 1024):
         self.stages: dict[str, deque[float]] = {s: deque(maxlen=window) for s in self.STAGES}
@@ -227,3 +230,26 @@ def build_stats(cams: dict[str, CameraState], s: RollingStats, cfg: Any, now: in
             external_age_s=worst.external_age_s if worst else None,
         ),
     )
+
+
+def world_step(world: Any, camera: str, stamp_ns: int, dets: Detections, publish_threshold: float,
+               steady_ns: Callable[[], int], on_error: Callable[[BaseException], None],
+               ) -> tuple[Detections, Any, list[int] | None, float]:
+    """One frame's detections through the world stage (ground projection + tracking), timed.
+
+    Returns the 2D output (scores >= ``publish_threshold``: the engine may decode lower for the
+    tracker's second pass), the world result (None without a stage or a geometry for the camera),
+    the track id of each 2D detection, and the stage's time in ms. A failing stage is reported
+    through ``on_error`` and the detections still go out.
+    """
+    result, ids, t0 = None, None, steady_ns()
+    if world is not None:
+        try:
+            result = world.process(camera, stamp_ns, dets)
+        except Exception as exc:
+            on_error(exc)
+    ms = (steady_ns() - t0) / 1e6
+    keep = dets.scores >= publish_threshold
+    if result is not None:
+        ids = [int(i) for i in np.asarray(result.track_ids, np.int64)[keep]]
+    return (dets if bool(keep.all()) else dets.filter(keep)), result, ids, ms
