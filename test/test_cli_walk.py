@@ -20,11 +20,23 @@ from pathlib import Path
 import pytest
 
 from dpa_perception.demo import evaluate, make_bag
-from dpa_perception.tools import bench, build, detect
+from dpa_perception.tools import bench, build, calibrate, detect
+from dpa_perception.tools.cli_common import folder_arg
 
 REPO = Path(__file__).resolve().parents[1]
-MISSING, FILE, EMPTY_DIR, ENGINE, IMAGE, MODEL, CALIB, NEW = (
-    "<missing>", "<file>", "<empty-dir>", "<engine>", "<image>", "<model>", "<calib>", "<new>")  # fmt: skip
+MISSING, FILE, EMPTY_DIR, ENGINE, IMAGE, MODEL, CALIB, NEW, POINTS = (
+    "<missing>", "<file>", "<empty-dir>", "<engine>", "<image>", "<model>", "<calib>", "<new>", "<points>")  # fmt: skip
+POINTS_YAML = """cameras:
+- topic: /rsu/cam0/image_raw
+  image_size: [640, 360]
+  points:
+  - {pixel: [100.0, 300.0], ground: [-3.0, 8.0]}
+  - {pixel: [540.0, 300.0], ground: [3.0, 8.0]}
+  - {pixel: [250.0, 200.0], ground: [-3.0, 30.0]}
+  - {pixel: [390.0, 200.0], ground: [3.0, 30.0]}
+  - {pixel: [320.0, 250.0], ground: [0.0, 15.0]}
+  - {pixel: [200.0, 260.0], ground: [-4.0, 13.0]}
+"""
 
 NUMBERS = ["0", "-1", "nan", "inf", "1e999", "garbage", ""]
 PATHS = [MISSING, FILE, EMPTY_DIR, "", "\x01garbage"]
@@ -39,6 +51,7 @@ TOOLS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[list[str
     "dpa-eval": (evaluate.make_parser, evaluate.main, {"--engine": [ENGINE], "--frames": ["1"]}),
     "dpa-demo-bag": (make_bag.make_parser, make_bag.main, {"out": [NEW], "--cameras": ["1"], "--seconds": ["0.4"],
                                                            "--fps": ["5"], "--quiet": []}),
+    "dpa-calibrate": (calibrate.make_parser, calibrate.main, {"points": [POINTS], "--out": [NEW]}),
 }  # fmt: skip
 # option -> base arguments replaced for its walk (so that its own check is what is reached)
 WALK_BASE: dict[tuple[str, str], dict[str, list[str]]] = {
@@ -54,6 +67,8 @@ VALID: dict[tuple[str, str], set[str]] = {
     ("dpa-demo-bag", "--jpeg-quality"): {"0"},
     # an odd but legal folder name; a missing parent folder is created (make demo writes out/demo_calib)
     ("dpa-demo-bag", "out"): {"\x01garbage", MISSING},
+    ("dpa-calibrate", "--out"): {"\x01garbage"},
+    ("dpa-detect", "--annotate"): {MISSING, EMPTY_DIR, "\x01garbage"},  # a folder, created when missing
 }
 CONSOLE_SCRIPTS_NOT_WALKED = {"dpa-replay": "test_replay_endings.py", "dpa_perception_node": "test_node_without_ros"}
 
@@ -65,7 +80,7 @@ def _values(action: argparse.Action) -> list[str]:
         return ["garbage", "0", ""]
     if action.type in (int, float):
         return NUMBERS
-    if action.type is Path:
+    if action.type in (Path, folder_arg):
         return PATHS
     return STRINGS
 
@@ -92,11 +107,12 @@ def places(tmp_path: Path, yolox_engine_dir: Path, testdata: Path, monkeypatch: 
     monkeypatch.chdir(tmp_path)  # relative values ("0", "garbage") land here
     (tmp_path / "garbage.txt").write_text("not an image, not a model, not a bag")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "points.yaml").write_text(POINTS_YAML)
     counter = iter(range(1_000_000))
     fixed = {MISSING: str(tmp_path / "no_such" / "thing"), FILE: str(tmp_path / "garbage.txt"),
              EMPTY_DIR: str(tmp_path / "empty"), ENGINE: str(yolox_engine_dir),
              IMAGE: str(testdata / "images" / "dog.jpg"), MODEL: str(testdata / "models" / "yolox_nano.onnx"),
-             CALIB: str(testdata / "images")}  # fmt: skip
+             CALIB: str(testdata / "images"), POINTS: str(tmp_path / "points.yaml")}  # fmt: skip
 
     def place(token: str) -> str:
         return str(tmp_path / f"new{next(counter)}") if token == NEW else fixed.get(token, token)

@@ -125,7 +125,8 @@ def test_make_bag_writes_a_readable_mcap(tmp_path: Path) -> None:
 
     with AnyReader([out]) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
-    assert counts == {"/rsu/cam0/image_raw/compressed": 5, "/rsu/cam0/ground_truth": 5, "/rsu/weather": 1}
+    assert counts == {"/rsu/cam0/image_raw/compressed": 5, "/rsu/cam0/ground_truth": 5,
+                      "/rsu/cam0/ground_truth/objects": 5, "/rsu/weather": 1}
 
 
 def test_make_bag_raw_camera_and_timeline(tmp_path: Path) -> None:

@@ -1,6 +1,11 @@
 """Evaluate a demo engine folder: mAP@0.5 per weather condition for high, int8 and auto.
 
     dpa-eval --engine DIR [--frames 100] [--json out.json]
+    dpa-eval --tracks REPLAY_DIR --bag DEMO_BAG [--points POINTS.yaml] [--max-distance 2.5] [--class-aware]
+             [--json out.json]
+
+The second form scores a replay's world tracks (``REPLAY_DIR/tracks.jsonl``) against the demo bag's
+3D ground truth: MOTA, IDF1, ID switches, position and velocity errors (:mod:`.track_eval`).
 
 Refuses an engine folder not built from the demo detector, and never writes into the engine folder.
 
@@ -167,23 +172,59 @@ def check_demo_engine(engine_dir: Path) -> None:
                           f"scores only the demo detector's classes ({', '.join(DEMO_CLASSES)})")  # fmt: skip
 
 
-def _check_args(a: argparse.Namespace) -> None:
-    """Option errors before anything renders; the results never go into the engine folder."""
+def _check_json(a: argparse.Namespace) -> None:
     from dpa_perception.core.errors import ConfigError
-    from dpa_perception.core.postprocess import DecodeConfig
-    from dpa_perception.tools.cli_common import engine_folder, int_in
 
-    int_in(a.frames, "--frames", 1, MAX_FRAMES)
-    DecodeConfig(score_threshold=a.score_threshold).validate()
-    engine_folder(a.engine)
     if a.json is not None:
         out = a.json.resolve()
         if out.is_dir():
             raise ConfigError(f"--json {a.json} is a folder; give a file name")
         if not out.parent.is_dir():
             raise ConfigError(f"--json {a.json}: folder {out.parent} not found")
-        if a.engine.resolve() in (out, *out.parents):
+        if a.engine is not None and a.engine.resolve() in (out, *out.parents):
             raise ConfigError(f"--json {a.json} is inside the engine folder; dpa-eval never writes there")
+
+
+TRACK_FLAGS = (("bag", "--bag"), ("points", "--points"), ("max_distance", "--max-distance"), ("class_aware", "--class-aware"))
+MAP_FLAGS = (("frames", "--frames"), ("score_threshold", "--score-threshold"))
+
+
+def _check_mode(a: argparse.Namespace) -> None:
+    """Exactly one of --engine (mAP) and --tracks (tracking), each with its own options only."""
+    from dpa_perception.core.errors import ConfigError
+
+    if (a.engine is None) == (a.tracks is None):
+        raise ConfigError("give either --engine (detection mAP) or --tracks with --bag (tracking), not both or neither")
+    other = TRACK_FLAGS if a.engine is not None else MAP_FLAGS
+    stray = [flag for dest, flag in other if getattr(a, dest) not in (None, False)]
+    if stray:
+        raise ConfigError(f"{', '.join(stray)} only with {'--tracks' if a.engine is not None else '--engine'}")
+
+
+def _check_track_args(a: argparse.Namespace) -> None:
+    import math
+
+    from dpa_perception.core.errors import ConfigError
+
+    if a.bag is None:
+        raise ConfigError("--tracks needs --bag (the demo bag the replay ran on)")
+    if a.max_distance is not None and not (math.isfinite(a.max_distance) and 0 < a.max_distance <= 100):
+        raise ConfigError(f"--max-distance must be a number of metres within (0, 100], not {a.max_distance}")
+    if a.points is not None and not a.points.is_file():
+        raise ConfigError(f"--points {a.points}: no such file")
+    _check_json(a)
+
+
+def _check_args(a: argparse.Namespace) -> None:
+    """Option errors before anything renders; the results never go into the engine folder."""
+    from dpa_perception.core.postprocess import DecodeConfig
+    from dpa_perception.tools.cli_common import engine_folder, int_in
+
+    frames = 100 if a.frames is None else a.frames
+    int_in(frames, "--frames", 1, MAX_FRAMES)
+    DecodeConfig(score_threshold=0.05 if a.score_threshold is None else a.score_threshold).validate()
+    engine_folder(a.engine)
+    _check_json(a)
     check_demo_engine(a.engine)
 
 
@@ -191,12 +232,33 @@ def make_parser() -> argparse.ArgumentParser:
     from dpa_perception.tools.cli_common import Parser
 
     p = Parser(prog="dpa-eval", description=__doc__.split("\n")[0])
-    p.add_argument("--engine", required=True, type=Path, help="engine folder built by dpa-build from the demo model")
-    p.add_argument("--frames", type=int, default=100, help=f"frames per condition (1 to {MAX_FRAMES})")
-    p.add_argument("--score-threshold", type=float, default=0.05)
+    p.add_argument("--engine", type=Path, default=None, help="engine folder built by dpa-build from the demo model")
+    p.add_argument("--frames", type=int, default=None, help=f"frames per condition (1 to {MAX_FRAMES}; default 100)")
+    p.add_argument("--score-threshold", type=float, default=None, help="detection score threshold (default 0.05)")
+    p.add_argument("--tracks", type=Path, default=None,
+                   help="dpa-replay output folder with tracks.jsonl: score tracking instead of detection")
+    p.add_argument("--bag", type=Path, default=None, help="with --tracks: the demo bag the replay ran on")
+    p.add_argument("--points", type=Path, default=None,
+                   help="with --tracks: surveyed points file with the camera positions (default: BAG_points.yaml)")
+    p.add_argument("--max-distance", type=float, default=None,
+                   help="with --tracks: largest ground distance (m) of a match (default 2.5)")
+    p.add_argument("--class-aware", action="store_true", help="with --tracks: match only objects of the same class")
     p.add_argument("--json", type=Path, default=None,
                    help="also write the results (per-class AP too) to this file, outside the engine folder")
     return p
+
+
+def _track_body(a: argparse.Namespace, log) -> int:
+    from dpa_perception.demo import track_eval
+
+    _check_track_args(a)
+    res = track_eval.evaluate_replay(a.tracks, a.bag, a.points, track_eval.MAX_DISTANCE_M if a.max_distance is None
+                                     else a.max_distance, a.class_aware)  # fmt: skip
+    print(track_eval.markdown_table(res))
+    if a.json is not None:
+        a.json.write_text(json.dumps(res, indent=1))
+        log(f"wrote {a.json}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,8 +270,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     def body() -> int:
+        _check_mode(a)
+        if a.tracks is not None:
+            return _track_body(a, log)
         _check_args(a)
-        res = evaluate(a.engine, a.frames, a.score_threshold, log)
+        res = evaluate(a.engine, 100 if a.frames is None else a.frames,
+                       0.05 if a.score_threshold is None else a.score_threshold, log)
         print(markdown_table(res))
         if a.json is not None:
             a.json.write_text(json.dumps(res, indent=1))

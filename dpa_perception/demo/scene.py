@@ -9,6 +9,12 @@ two-wheelers are 3-D wheel circles and frames; people are articulated billboards
 ``Scene(seed).frame(t, weather=..., strength=...)`` returns ``(image, labels)``: a BGR ``uint8``
 image (default 640 x 360) and a :class:`Labels` record with one exact box per visible object.
 
+Several cameras on one world: ``Scene(seed).view(camera)`` is the same layout and the very same
+traffic seen from another pose (:func:`shared_cameras` gives overlapping roadside poses);
+:meth:`Scene.world_state` is an object's ground truth in the world frame (x = scene X east, y =
+scene Z along the road, z = scene Y up; heading CCW from +x), and :func:`gt_object_id` its id, new
+after each wrap of its loop (an object that leaves the far end comes back at the near one).
+
 Labels
 ------
 * Class ids are the COCO ids: person 0, bicycle 1, car 2, motorcycle 3, bus 5, truck 7 (vans
@@ -25,6 +31,7 @@ Labels
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -38,6 +45,7 @@ DEMO_CLASSES = ("person", "bicycle", "car", "motorcycle", "bus", "truck")  # det
 COCO_TO_DEMO = {COCO_IDS[n]: i for i, n in enumerate(DEMO_CLASSES)}
 CONDITIONS = ("clear", "fog", "rain", "night")
 MIN_VISIBLE = 0.25
+WRAP_ID_STRIDE = 1000  # ground-truth id = object index + WRAP_ID_STRIDE * lap (see gt_object_id)
 
 _CAR_COLOURS = [
     (40, 40, 200), (200, 60, 30), (230, 230, 230), (30, 30, 30), (150, 150, 150), (40, 140, 40),
@@ -59,6 +67,7 @@ class Camera:
     h: float = 7.0
     pitch_deg: float = 13.0
     yaw_deg: float = 0.0
+    z: float = 0.0  # position along the road (scene Z); 0 for the single-camera scenes
 
     def __post_init__(self) -> None:
         p, y = math.radians(self.pitch_deg), math.radians(self.yaw_deg)
@@ -66,7 +75,7 @@ class Camera:
         right = np.array([math.cos(y), 0.0, -math.sin(y)])
         up = np.cross(fwd, right)
         self.R = np.stack([right, -up, fwd])  # rows: image x, image y (down), depth
-        self.C = np.array([self.x, self.h, 0.0])
+        self.C = np.array([self.x, self.h, self.z])
 
     def to_cam(self, pts: np.ndarray) -> np.ndarray:
         return (np.asarray(pts, np.float64).reshape(-1, 3) - self.C) @ self.R.T
@@ -95,6 +104,35 @@ def _clip_poly_near(cam_pts: np.ndarray, near: float = 0.5) -> np.ndarray:
             t = (near - a[2]) / (b[2] - a[2])
             out.append(a + t * (b - a))
     return np.array(out)
+
+
+def _wrap_angle(a: float) -> float:
+    return math.atan2(math.sin(a), math.cos(a))
+
+
+def gt_object_id(index: int, lap: int) -> int:
+    """Ground-truth id of object ``index`` on its ``lap``-th pass: a new id after each wrap (the jump back)."""
+    return int(index) + WRAP_ID_STRIDE * int(lap)
+
+
+def shared_cameras(seed: int, n: int, width: int = 640, height: int = 360) -> list[Camera]:
+    """``n`` roadside cameras on one stretch of road, each with its own pose, all looking along +Z.
+
+    The poses stay within the ranges the demo detector was trained on (5-9 m up, pitched 10-17 deg
+    down, yawed within 12 deg) and near the road's start (scene Z within [-3, 0]), so their views
+    overlap: an object on the road is seen by several cameras.
+    """
+    rng = np.random.default_rng([seed, 31])
+    s = width / 640.0
+    offsets = (-4.5, 2.5, -8.0, 4.0)
+    cams = []
+    for k in range(n):
+        x = offsets[k] + float(rng.uniform(-0.8, 0.8)) if k < len(offsets) else float(rng.uniform(-8.5, 4.0))
+        yaw = float(np.clip(-0.9 * x + rng.uniform(-3.0, 3.0), -11.0, 11.0))
+        cams.append(Camera(width, height, focal=float(rng.uniform(480, 550)) * s, x=round(x, 3),
+                           h=round(float(rng.uniform(5.5, 8.5)), 3), pitch_deg=round(float(rng.uniform(11.0, 16.0)), 3),
+                           yaw_deg=round(yaw, 3), z=round(float(rng.uniform(-3.0, 0.0)), 3)))
+    return cams
 
 
 def _shade(colour, k: float) -> tuple[int, int, int]:
@@ -127,6 +165,7 @@ class Labels:
     class_ids: np.ndarray  # (N,) int64 COCO ids
     visible: np.ndarray  # (N,) float32 visible fraction of each object's pixels
     depth: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    object_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (N,) indices in Scene.objects
 
     def __len__(self) -> int:
         return len(self.class_ids)
@@ -138,6 +177,7 @@ class Scene:
     def __init__(self, seed: int, width: int = 640, height: int = 360, *, density: float = 1.0, two_wheelers: float = 1.0,
                  camera: Camera | None = None, noise: bool = True, objects: list[Obj] | None = None):
         self.seed = int(seed)
+        self.fx_seed = self.seed  # weather texture and sensor noise (per camera in a shared world)
         rng = np.random.default_rng(self.seed)
         s = width / 640.0
         self.cam = camera or Camera(
@@ -404,6 +444,39 @@ class Scene:
         z = lo + along if math.cos(o.heading) > 0 else hi - along
         return np.array([o.lane_x, 0.0, z])
 
+    def lap(self, o: Obj, t: float) -> int:
+        """How often ``o`` has wrapped round its span by time ``t`` (it teleports back at each wrap)."""
+        if o.parent >= 0:
+            o = self.objects[o.parent]
+        lo, hi = o.span
+        return math.floor((o.z0 - lo + o.speed * t) / (hi - lo))
+
+    def world_state(self, index: int, t: float) -> tuple[float, float, float, float]:
+        """World-frame ground truth of object ``index`` at ``t``: footprint centre x, y (m), heading and speed.
+
+        World frame: x = scene X, y = scene Z (along the road), z = scene Y (up), so the ground is z = 0;
+        the heading is counter-clockwise from +x (REP 103), the direction of motion.  A rider stands on
+        its vehicle's footprint and moves with it.
+        """
+        o = self.objects[index]
+        mover = self.objects[o.parent] if o.parent >= 0 else o
+        p = self.position(mover, t)
+        return float(p[0]), float(p[2]), _wrap_angle(math.pi / 2 - mover.heading), float(mover.speed)
+
+    def view(self, camera: Camera, fx_seed: int | None = None) -> Scene:
+        """The same world (layout, buildings, lamps, the very same traffic) seen by another camera.
+
+        The background is rendered for ``camera``; ``objects`` is shared (not copied), so object indices
+        and :meth:`world_state` agree between the views.  ``fx_seed`` seeds this camera's weather
+        texture and sensor noise (default: the scene's).
+        """
+        other = copy.copy(self)
+        other.cam = camera
+        other.fx_seed = self.seed if fx_seed is None else int(fx_seed)
+        other._rng_bg = np.random.default_rng(self.seed + 7)
+        other.background = other._background()
+        return other
+
     def _draw_vehicle(self, img, ids, oid, o: Obj, p: np.ndarray) -> None:
         L, W, H = o.size
         hd = o.heading
@@ -538,8 +611,8 @@ class Scene:
             area = int(np.count_nonzero(ids[y0:y1, x0:x1] == oid))
             if area:
                 full_area[oid] = (area, (x0, y0, x1, y1))
-        boxes, cls, vis, dep = [], [], [], []
-        for n, (d, _k, o, _p) in enumerate(placed[:254]):
+        boxes, cls, vis, dep, idx = [], [], [], [], []
+        for n, (d, k, o, _p) in enumerate(placed[:254]):
             oid = n + 1
             if oid not in full_area:
                 continue
@@ -557,8 +630,9 @@ class Scene:
             cls.append(o.cls)
             vis.append(cnt / area)
             dep.append(d)
+            idx.append(k)
         labels = Labels(np.array(boxes, np.float32).reshape(-1, 4), np.array(cls, np.int64),
-                        np.array(vis, np.float32), np.array(dep, np.float32))
+                        np.array(vis, np.float32), np.array(dep, np.float32), np.array(idx, np.int64))
         return img, labels, [(o, p) for _, _, o, p in placed]
 
     def _lights(self, img: np.ndarray, placed: list[tuple[Obj, np.ndarray]], strength: float) -> np.ndarray:
@@ -612,18 +686,18 @@ class Scene:
         img, labels, placed = self.render(t)
         fi = round(t * 100) if frame_index is None else int(frame_index)
         if weather == "fog":
-            img = wx.add_fog(img, strength, seed=self.seed)
+            img = wx.add_fog(img, strength, seed=self.fx_seed)
         elif weather == "rain":
-            img = wx.add_rain(img, strength, seed=self.seed * 7919 + fi)
+            img = wx.add_rain(img, strength, seed=self.fx_seed * 7919 + fi)
         elif weather == "night":
-            dark = wx.add_night(img, strength, seed=self.seed * 7919 + fi)
+            dark = wx.add_night(img, strength, seed=self.fx_seed * 7919 + fi)
             img = self._lights(dark, placed, strength)
         elif weather == "glare":
-            img = wx.add_glare(img, strength, seed=self.seed)
+            img = wx.add_glare(img, strength, seed=self.fx_seed)
         elif weather != "clear":
             raise ValueError(f"unknown weather {weather!r}")
         if self.noise and weather not in ("night",):
-            rng = np.random.default_rng([self.seed, fi])
+            rng = np.random.default_rng([self.fx_seed, fi])
             n = rng.integers(-3, 4, img.shape, dtype=np.int16)
             img = np.clip(img.astype(np.int16) + n, 0, 255).astype(np.uint8)
         return img, labels
