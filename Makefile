@@ -23,14 +23,21 @@ DEMO_ENGINE := $(OUT)/engine_demo
 
 # The main job, self-contained (no ../shared, nothing downloaded): build the dual-precision engine
 # from the shipped demo detector (calibrated on rendered frames), render a 3-camera demo bag with a
-# clear -> fog -> rain -> night timeline, replay it through the node's pipeline in auto mode.
+# clear -> fog -> rain -> night timeline (cameras sharing one street, with ground truth in metres),
+# calibrate the cameras from the surveyed point pairs written beside the bag, replay it through the
+# node's pipeline in auto mode (detections, world-frame tracks), and score the tracks against the truth.
 demo: install
 	@test -d $(OUT)/demo_calib || $(VENV)/bin/dpa-demo-bag $(OUT)/demo_calib --cameras 1 --seconds 8 --fps 4 --seed 7 --quiet
 	@test -f $(DEMO_ENGINE)/manifest.json || $(VENV)/bin/dpa-build $(DEMO_MODEL) --calib $(OUT)/demo_calib \
 		--out $(DEMO_ENGINE) --force
-	@test -d $(OUT)/demo_bag || $(VENV)/bin/dpa-demo-bag $(OUT)/demo_bag --cameras 3 --seconds 40 --fps 10
-	$(VENV)/bin/dpa-replay $(OUT)/demo_bag --engine $(DEMO_ENGINE) --out $(OUT)/demo_replay --mode auto --force
-	@echo "demo report: $(OUT)/demo_replay/report.png (summary: $(OUT)/demo_replay/summary.json)"
+	@test -d $(OUT)/demo_bag || { rm -f $(OUT)/demo_bag_points.yaml; \
+		$(VENV)/bin/dpa-demo-bag $(OUT)/demo_bag --cameras 3 --seconds 40 --fps 10; }
+	$(VENV)/bin/dpa-calibrate $(OUT)/demo_bag_points.yaml --out $(OUT)/demo_cameras.yaml --force
+	$(VENV)/bin/dpa-replay $(OUT)/demo_bag --engine $(DEMO_ENGINE) --params $(OUT)/demo_cameras.yaml \
+		--out $(OUT)/demo_replay --mode auto --force
+	$(VENV)/bin/dpa-eval --tracks $(OUT)/demo_replay --bag $(OUT)/demo_bag --json $(OUT)/demo_track_eval.json
+	@echo "demo report: $(OUT)/demo_replay/report.png, bird's-eye view: $(OUT)/demo_replay/birdseye.png"
+	@echo "summary: $(OUT)/demo_replay/summary.json, tracking quality: $(OUT)/demo_track_eval.json"
 
 # The same pipeline on the real roadside bag of the shared test data, under a fog ramp.
 demo-shared: install

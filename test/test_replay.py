@@ -104,7 +104,7 @@ def test_summary(auto_run: Path) -> None:
     assert s["frames_rejected"] == 0
     assert set(s["latency_ms"]) == {"p50", "p95", "p99"}
     assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p95"] <= s["latency_ms"]["p99"]
-    assert set(s["stage_latency_ms"]) == {"queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess"}
+    assert set(s["stage_latency_ms"]) == {"queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "world"}
     assert all(set(v) == {"p50", "p95", "p99"} for v in s["stage_latency_ms"].values())
     assert s["stage_latency_ms"]["inference"]["p50"] > 0
     assert set(s["frames_per_mode"]) == {"int8", "high"}
@@ -146,7 +146,8 @@ def test_detections_bag(auto_run: Path, input_frames: list[tuple[str, int, str]]
     assert det_topic == "/roadside_cam/detections"
     bag = read_bag(auto_run / "detections")
     types = bag.pop("__types__")[0][1]
-    assert types == {det_topic: "vision_msgs/msg/Detection2DArray", "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray"}
+    assert types == {det_topic: "vision_msgs/msg/Detection2DArray", "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+                     "/label_info": "vision_msgs/msg/LabelInfo"}
     frames = read_frames(auto_run)
     proc = {f["stamp_ns"]: f for f in processed(frames)}
     dets = bag[det_topic]

@@ -17,7 +17,7 @@ from pathlib import Path
 from dpa_perception.core.atomic_dir import leftovers, make_hidden, publish
 from dpa_perception.core.errors import ConfigError
 
-OUTPUT_NAMES = frozenset({"summary.json", "frames.jsonl", "report.png", "detections"})
+OUTPUT_NAMES = frozenset({"summary.json", "frames.jsonl", "report.png", "detections", "tracks.jsonl", "birdseye.png"})
 KINDS = ("replay", "replay-old")  # the run being written, and the previous run while it is replaced
 
 

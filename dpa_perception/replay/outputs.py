@@ -18,6 +18,7 @@ from dpa_perception.core.pipeline import FrameResult
 from dpa_perception.demo.weather import WeatherSpec
 from dpa_perception.replay.report import write_report
 from dpa_perception.replay.summary import summarize
+from dpa_perception.replay.world_outputs import WorldRecorder
 from dpa_perception.runtime import Runtime
 
 
@@ -53,6 +54,7 @@ class Outputs:
     lock: threading.Lock = field(default_factory=threading.Lock)
     outstanding: dict[int, Meta] = field(default_factory=dict)  # fed, no result yet
     batch_errors: list[str] = field(default_factory=list)
+    world: WorldRecorder | None = None  # objects topics, tracks.jsonl, bird's-eye view, videos
 
     def fed(self, m: Meta) -> None:
         with self.lock:
@@ -69,8 +71,11 @@ class Outputs:
             self.outstanding.pop(m.seq, None)
             self.frames.append(rec)
             if r.status == "processed":  # stamped like the node: the output header is the input header
-                self.writer.write_detections(self.out_topics[m.topic], max(self.clock(), m.play_ns),
-                                             m.header_stamp_ns, m.frame_id, r.detections)  # fmt: skip
+                log_ns = max(self.clock(), m.play_ns)
+                self.writer.write_detections(self.out_topics[m.topic], log_ns, m.header_stamp_ns, m.frame_id,
+                                             r.detections, r.track_ids)  # fmt: skip
+                if self.world is not None:
+                    self.world.add(r, m.topic, m.header_stamp_ns, log_ns)
 
     def diagnostics(self, at_ns: int) -> None:
         with self.lock:
@@ -89,9 +94,12 @@ class Outputs:
 
 
 def write_outputs(out: Path, frames: list[dict[str, Any]], runtime: Runtime, pace: str, weather: WeatherSpec | None,
-                  bags: Sequence[Path], chosen: Sequence[str], written: int, extra: Mapping[str, Any]) -> dict[str, Any]:
+                  bags: Sequence[Path], chosen: Sequence[str], written: int, extra: Mapping[str, Any],
+                  world: WorldRecorder | None = None) -> dict[str, Any]:
     """frames.jsonl, summary.json (with ``extra``: how the run ended, the timeline) and report.png."""
     frames = sorted(frames, key=lambda f: (f["play_ns"], f["stamp_ns"], f["topic"]))
+    if world is not None:
+        extra = {**extra, "world": world.write(out)}
     with (out / "frames.jsonl").open("w") as fh:
         for f in frames:
             fh.write(json.dumps({k: v for k, v in f.items() if k != "classes"}) + "\n")

@@ -30,13 +30,17 @@ from tqdm import tqdm
 
 from dpa_perception.bags.reader import COMPRESSED_TYPE, BagImage, iter_bag, select_topics, topic_types
 from dpa_perception.bags.writer import DetectionBagWriter
+from dpa_perception.core import node_params as P
 from dpa_perception.core.errors import BagError, ConfigError
 from dpa_perception.core.types import NS_PER_S
+from dpa_perception.core.world_params import camera_key
 from dpa_perception.demo.weather import WeatherSpec
 from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.replay.output_dir import check_out, staged
 from dpa_perception.replay.outputs import Meta, Outputs, write_outputs
 from dpa_perception.replay.timeline import MAX_GAP_S, Timeline, build_timeline
+from dpa_perception.replay.video import AnnotatedVideo
+from dpa_perception.replay.world_outputs import WorldRecorder
 from dpa_perception.runtime import Runtime, assemble
 
 NS = NS_PER_S
@@ -146,7 +150,8 @@ def _feed(run: _Run, msg: BagImage, play_ns: int) -> None:
     run.emit.fed(meta)
     try:  # the header stamp moves with the message, so ages are what they were when recorded
         rejected = pipeline.submit_message(msg.topic, msg.msg, msg.msgtype == COMPRESSED_TYPE,
-                                           msg.stamp_ns + (play_ns - msg.log_time_ns), meta, transform=transform)
+                                           msg.stamp_ns + (play_ns - msg.log_time_ns), meta, transform=transform,
+                                           keep_frame=run.emit.world is not None and run.emit.world.video is not None)
     except Exception as exc:  # whatever else a frame raises is that frame's rejection, never the replay's end
         rejected = pipeline.report_input_error(msg.topic, f"{type(exc).__name__}: {exc}", msg.stamp_ns, meta)
     if rejected is not None:
@@ -262,13 +267,16 @@ def run_replay(
     force: bool = False,
     max_gap_s: float = MAX_GAP_S,
     log: Callable[[str], None] = _log_stderr,
+    video_dir: Path | None = None,
+    video_fps: float = 10.0,
 ) -> dict[str, Any]:
     """Replay ``bags`` through the runtime the node would build from ``values``; write the outputs to ``out``.
 
     ``values`` are node parameters. Cameras: ``topics`` if given (each must be in the bags), else the
     parameters' ``camera_topics`` when the bags hold all of them, else every image topic of the bags.
     ``engine``: reuse a loaded engine (tests, benchmarks) instead of loading ``engine_dir``.
-    ``out`` must not exist, be empty, or (``force``) hold a previous replay's outputs.
+    ``out`` must not exist, be empty, or (``force``) hold a previous replay's outputs. ``video_dir``:
+    also write one annotated MP4 per camera there, at ``video_fps`` frames a second.
     Returns the summary (also written to ``out/summary.json``; ``ended``: complete, nothing_processed
     or read_error). SIGINT/SIGTERM: the partial results are published (``ended: interrupted``) and
     :class:`ReplayInterrupted` is raised; a second signal aborts and publishes nothing.
@@ -286,20 +294,26 @@ def run_replay(
         log(f"dpa-replay: warning: ... and {len(timeline.warnings) - 8} more (summary.json timeline)")
     clock = ReplayClock()
     own = list(values.get("camera_topics") or []) == chosen  # the parameters' cameras: keep their outputs
-    runtime = assemble({**values, "camera_topics": chosen,
+    keys = {camera_key(t) for t in chosen}  # geometry of cameras not replayed: not this run's
+    kept = {k: v for k, v in values.items() if not P.is_camera_param(k) or k.split(".")[1] in keys}
+    runtime = assemble({**kept, "camera_topics": chosen,
                         "detection_topics": list(values.get("detection_topics") or []) if own else []},
                        clock_ns=clock, engine=engine)  # fmt: skip
     with staged(out, force) as tmp:
-        summary = _run_into(tmp, runtime, timeline, bags, chosen, clock, pace, weather, progress)
+        summary = _run_into(tmp, runtime, timeline, bags, chosen, clock, pace, weather, progress,
+                            (Path(video_dir), video_fps) if video_dir is not None else None)
     if summary["ended"] == "interrupted":
         raise ReplayInterrupted(signal.Signals[summary["signal"]], summary)
     return summary
 
 
 def _run_into(tmp: Path, runtime: Runtime, timeline: Timeline, bags: Sequence[Path], chosen: Sequence[str],
-              clock: ReplayClock, pace: str, weather: WeatherSpec | None, progress: bool) -> dict[str, Any]:
+              clock: ReplayClock, pace: str, weather: WeatherSpec | None, progress: bool,
+              video_to: tuple[Path, float] | None = None) -> dict[str, Any]:
     writer = DetectionBagWriter(tmp / "detections")
-    emit = Outputs(runtime, writer, dict(zip(chosen, runtime.values["detection_topics"])), clock)
+    world = WorldRecorder(runtime, writer, AnnotatedVideo(video_to[0], fps=video_to[1]) if video_to else None)
+    world.start(timeline.first_ns)
+    emit = Outputs(runtime, writer, dict(zip(chosen, runtime.values["detection_topics"])), clock, world=world)
     bar = tqdm(total=timeline.total, desc="replay", unit="frame", disable=not progress, file=sys.stderr)
     try:
         with _StopRequest() as stop:
@@ -315,4 +329,5 @@ def _run_into(tmp: Path, runtime: Runtime, timeline: Timeline, bags: Sequence[Pa
     finally:
         writer.close()
     emit.fail_outstanding("replay interrupted" if stop.signum is not None else "the pipeline returned none")
-    return write_outputs(tmp, emit.frames, runtime, pace, weather, bags, chosen, writer.count, _ending(run, emit.frames))
+    return write_outputs(tmp, emit.frames, runtime, pace, weather, bags, chosen, writer.count, _ending(run, emit.frames),
+                         world)  # fmt: skip

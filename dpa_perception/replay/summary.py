@@ -14,7 +14,7 @@ from dpa_perception.core.pipeline import PipelineConfig
 from dpa_perception.core.pipeline_state import percentiles
 from dpa_perception.core.stats import PipelineStats
 
-STAGES = ("queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess")
+STAGES = ("queue_wait", "decode", "visibility", "preprocess", "inference", "postprocess", "world")
 
 
 def pct(a: np.ndarray) -> dict[str, float | None]:

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
+from dpa_perception.core.drawing import draw_detections
 from dpa_perception.core.types import NS_PER_S, Detections, class_name
 
 
@@ -75,32 +75,17 @@ def class_map(class_names: Sequence[str]) -> list[tuple[int, str]]:
     return [(i, str(n)) for i, n in enumerate(class_names)]
 
 
-def _color(class_id: int) -> tuple[int, int, int]:
-    """A stable, distinct BGR colour per class id."""
-    hue = (class_id * 47) % 180
-    hsv = np.array([[[hue, 200, 255]]], dtype=np.uint8)
-    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
-    return int(b), int(g), int(r)
-
-
-def annotate(frame: np.ndarray, dets: Detections, class_names: Sequence[str] = ()) -> np.ndarray:
-    """A copy of ``frame`` (BGR uint8) with boxes, class names and scores drawn."""
-    img = frame.copy() if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    h, w = img.shape[:2]
-    thick = max(1, round(min(h, w) / 400))
-    for rec, box in zip(box_records(dets, class_names), dets.boxes):
-        x1, y1, x2, y2 = (round(float(v)) for v in box)
-        x1, x2 = sorted((min(max(x1, 0), w - 1), min(max(x2, 0), w - 1)))
-        y1, y2 = sorted((min(max(y1, 0), h - 1), min(max(y2, 0), h - 1)))
-        color = _color(int(rec.class_id))
-        cv2.rectangle(img, (x1, y1), (x2, y2), color, thick)
-        label = f"{rec.class_name} {rec.score:.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, thick)
-        ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(y1 + th + 2, h - 1)
-        cv2.rectangle(img, (x1, ty - th - 2), (min(x1 + tw + 2, w - 1), ty + base - 2), color, -1)
-        cv2.putText(img, label, (x1 + 1, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (0, 0, 0), thick,
-                    cv2.LINE_AA)  # fmt: skip
-    return img
+def annotate(
+    frame: np.ndarray,
+    dets: Detections,
+    class_names: Sequence[str] = (),
+    *,
+    track_ids: Sequence[int] | np.ndarray | None = None,
+    header: str | None = None,
+) -> np.ndarray:
+    """A copy of ``frame`` (BGR uint8) with boxes, class names and scores drawn (and track ids, a header
+    line: :func:`dpa_perception.core.drawing.draw_detections`)."""
+    return draw_detections(frame, dets, class_names, track_ids=track_ids, header=header)
 
 
 def image_fields(frame: np.ndarray) -> dict[str, Any]:
@@ -144,16 +129,20 @@ def vision_types() -> VisionTypes:
     return VisionTypes(Detection2DArray, Detection2D, ObjectHypothesisWithPose, LabelInfo, VisionClass)
 
 
-def detection_array_msg(header: Any, records: Sequence[BoxRecord], types: VisionTypes) -> Any:
+def detection_array_msg(header: Any, records: Sequence[BoxRecord], types: VisionTypes,
+                        track_ids: Sequence[int] | None = None) -> Any:
     """vision_msgs/Detection2DArray with ``header`` copied to the array and every detection.
 
     Empty ``records`` give an empty array: "nothing found", as opposed to no message ("stalled").
+    ``track_ids``: per record, the world track id put in ``Detection2D.id`` (0: left empty).
     """
     msg = types.Detection2DArray()
     msg.header = header
-    for rec in records:
+    for i, rec in enumerate(records):
         det = types.Detection2D()
         det.header = header
+        if track_ids is not None and track_ids[i] > 0:
+            det.id = str(int(track_ids[i]))
         det.bbox.center.position.x = rec.center_x
         det.bbox.center.position.y = rec.center_y
         det.bbox.center.theta = 0.0

@@ -41,6 +41,7 @@ from dpa_perception.core import node_params as P
 from dpa_perception.core.diagnostics import StatusRecord
 from dpa_perception.core.errors import ConfigError, DpaError
 from dpa_perception.core.topics import debug_image_topic, is_compressed
+from dpa_perception.core.world_params import camera_specs
 from dpa_perception.ros.conversions import (
     VisionTypes,
     annotate,
@@ -52,6 +53,7 @@ from dpa_perception.ros.conversions import (
     vision_types,
 )
 from dpa_perception.ros.qos import camera_qos, latched_qos, output_qos
+from dpa_perception.ros.world_io import WorldIO
 from dpa_perception.runtime import Runtime, assemble
 
 NODE_NAME = "dpa_perception"
@@ -103,6 +105,7 @@ class DpaPerceptionNode(LifecycleNode):
         self._last_warn: dict[str, float] = {}
         self._class_names: list[str] = []
         self._vision: VisionTypes | None = None
+        self._world_io: WorldIO | None = None
         super().__init__(node_name, **kwargs)
         self._declare_parameters()
         self._values = self._read_values()
@@ -114,20 +117,30 @@ class DpaPerceptionNode(LifecycleNode):
         ns = self.get_namespace().rstrip("/")
         return f"{ns}/{self.get_name()}"
 
+    def _specs(self) -> tuple[P.ParamSpec, ...]:
+        """The table's parameters plus the geometry parameters (cameras.<key>.*) of each camera topic."""
+        cams = self.get_parameter("camera_topics").value
+        return P.PARAMS + camera_specs([str(c) for c in cams] if isinstance(cams, (list, tuple)) else [])
+
     def _declare_parameters(self) -> None:
+        """The table first (camera_topics among it), then each camera's geometry parameters."""
         for spec in P.PARAMS:
-            default = list(spec.default) if isinstance(spec.default, list) else spec.default
-            try:
-                self.declare_parameter(spec.name, default, descriptor_for(spec))
-            except Exception as exc:  # wrong type / out-of-range override: default kept, configure fails
-                self._declare_errors.append(f"parameter {spec.name}: {exc}")
-                self.get_logger().error(
-                    f"parameter {spec.name}: the given value is refused ({exc}); configure will fail"
-                )
-                self.declare_parameter(spec.name, default, descriptor_for(spec), ignore_override=True)
+            self._declare(spec)
+        for spec in self._specs()[len(P.PARAMS):]:
+            if not self.has_parameter(spec.name):  # two topics of one camera share a key: refused at configure
+                self._declare(spec)
+
+    def _declare(self, spec: P.ParamSpec) -> None:
+        default = list(spec.default) if isinstance(spec.default, list) else spec.default
+        try:
+            self.declare_parameter(spec.name, default, descriptor_for(spec))
+        except Exception as exc:  # wrong type / out-of-range override: default kept, configure fails
+            self._declare_errors.append(f"parameter {spec.name}: {exc}")
+            self.get_logger().error(f"parameter {spec.name}: the given value is refused ({exc}); configure will fail")
+            self.declare_parameter(spec.name, default, descriptor_for(spec), ignore_override=True)
 
     def _read_values(self) -> dict[str, Any]:
-        return {spec.name: self.get_parameter(spec.name).value for spec in P.PARAMS}
+        return {spec.name: self.get_parameter(spec.name).value for spec in self._specs()}
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in P.SPECS}
@@ -184,6 +197,8 @@ class DpaPerceptionNode(LifecycleNode):
             self._runtime.pipeline.start(self._on_result)
             self._pipeline_running = True
             self._subscribe()
+            if self._world_io is not None:
+                self._world_io.start()
             self._publish_label_info(self._values["score_threshold"])
         except Exception as exc:  # same: log the reason, undo, FAILURE
             self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
@@ -228,6 +243,7 @@ class DpaPerceptionNode(LifecycleNode):
             self._det_pubs[cam] = self.create_lifecycle_publisher(vision.Detection2DArray, out, output_qos(10))
             if values["publish_debug_image"]:
                 self._debug_pubs[cam] = self.create_lifecycle_publisher(Image, debug_image_topic(out), output_qos(1))
+        self._world_io = WorldIO(self, rt, values, output_qos(10))
         self._label_pub = self.create_lifecycle_publisher(vision.LabelInfo, "~/label_info", latched_qos())
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(values["diagnostics_period_s"], self._publish_diagnostics)
@@ -254,6 +270,8 @@ class DpaPerceptionNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
+        if self._world_io is not None:
+            self._world_io.stop()
         if self._runtime is not None and self._pipeline_running and not self._runtime.pipeline.stop():
             # _active is already False: nothing more is published; the worker exits after its batch
             self.get_logger().error(f"inference worker still busy after {self._values['worker_stop_timeout_s']} s")
@@ -265,7 +283,8 @@ class DpaPerceptionNode(LifecycleNode):
         with self._lock:
             pubs = list(self._det_pubs.values()) + list(self._debug_pubs.values())
             pubs += [self._label_pub] if self._label_pub is not None else []
-            self._det_pubs, self._debug_pubs, self._label_pub = {}, {}, None
+            pubs += self._world_io.publishers() if self._world_io is not None else []
+            self._det_pubs, self._debug_pubs, self._label_pub, self._world_io = {}, {}, None, None
         for pub in pubs:
             self.destroy_lifecycle_publisher(pub)
         if self._diag_timer is not None:
@@ -338,14 +357,17 @@ class DpaPerceptionNode(LifecycleNode):
                 if pub is None:
                     return
                 records = box_records(result.detections, self._class_names)
-                pub.publish(detection_array_msg(header, records, self._vision))
+                pub.publish(detection_array_msg(header, records, self._vision, result.track_ids))
+                if self._world_io is not None:
+                    self._world_io.publish(result, header)
                 debug = self._debug_pubs.get(result.camera)
                 if (
                     debug is not None
                     and result.frame is not None
                     and debug.get_subscription_count() > 0
                 ):
-                    img = annotate(result.frame, result.detections, self._class_names)
+                    img = annotate(result.frame, result.detections, self._class_names, track_ids=result.track_ids,
+                                   header=f"{result.mode}  {result.reason}")  # fmt: skip
                     debug.publish(image_msg(header, img, Image))
         except Exception as exc:  # the worker thread must survive a bad message
             self.get_logger().error(f"publishing {result.camera}: {type(exc).__name__}: {exc}")

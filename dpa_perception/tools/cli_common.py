@@ -55,6 +55,13 @@ def ort_options(a: argparse.Namespace) -> OrtOptions:
     return opts
 
 
+def folder_arg(text: str) -> Path:
+    """argparse type of an output folder: a non-empty path (``""`` would silently mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty folder name")
+    return Path(text)
+
+
 def engine_folder(path: Path, flag: str = "--engine") -> Path:
     """``path`` if it is an engine folder (holds ``manifest.json``), else :class:`ConfigError`."""
     if not path.exists():

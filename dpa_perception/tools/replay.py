@@ -31,7 +31,7 @@ from dpa_perception.demo.weather import parse_weather
 from dpa_perception.replay.run import PACES, ReplayInterrupted, run_replay
 from dpa_perception.replay.timeline import MAX_GAP_S
 from dpa_perception.runtime import load_parameter_files
-from dpa_perception.tools.cli_common import run_cli
+from dpa_perception.tools.cli_common import folder_arg, run_cli
 
 # flag -> node parameter (defaults: the parameter files, else the parameter table)
 FLAGS: dict[str, str] = {
@@ -83,6 +83,9 @@ def parser() -> argparse.ArgumentParser:
                                                "has them all, else every image topic)")
     p.add_argument("--pace", default="realtime", choices=PACES)
     p.add_argument("--weather", default="none", help="none, fog-ramp, rain-ramp, night, fog:DENSITY, ...")
+    p.add_argument("--video", type=folder_arg, metavar="DIR",
+                   help="also write one annotated MP4 per camera into DIR (boxes, classes, track ids, mode, visibility)")
+    p.add_argument("--video-fps", type=_positive, default=10.0, metavar="FPS", help="frame rate of --video (default 10)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -95,7 +98,7 @@ def replay_values(a: argparse.Namespace) -> dict[str, Any]:
             values[name] = str(getattr(a, name)) if name == "engine_dir" else getattr(a, name)
     for item in a.set:
         name, sep, text = item.partition("=")
-        if not sep or name.strip() not in P.SPECS:
+        if not sep or (name.strip() not in P.SPECS and not P.is_camera_param(name.strip())):
             raise ConfigError(f"--set {item!r}: expected NAME=VALUE with a node parameter name")
         try:
             values[name.strip()] = yaml.safe_load(text)
@@ -115,6 +118,12 @@ def _report(s: dict[str, Any], out: Path) -> int:
           f"batch sizes {s['batch_sizes']}")
     print(f"dpa-replay: report {out / 'report.png'}, summary {out / 'summary.json'} (ended: {s['ended']}), "
           f"detections bag {out / 'detections'}")
+    w = s.get("world") or {}
+    if "tracks" in w:
+        print(f"dpa-replay: world frame: {w['tracks']} tracks, {w['objects_published']} objects published, dropped "
+              f"{w['dropped'] or 0}; tracks {out / 'tracks.jsonl'}, bird's-eye view {out / 'birdseye.png'}")
+    for cam, path in (w.get("videos") or {}).items():
+        print(f"dpa-replay: video {cam}: {path}")
     if s["ended"] == "nothing_processed":
         reasons = "; ".join(f"{n}x {r}" for r, n in s.get("reject_reasons", {}).items())
         print(f"dpa-replay: error: no frame processed ({s['frames_in']} in: {s['frames_rejected']} rejected"
@@ -155,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             weather = parse_weather(a.weather)
             values = replay_values(a)
             s = run_replay(a.bags, values, a.out, topics=a.topics, pace=a.pace, force=a.force, max_gap_s=a.max_gap,
-                           weather=None if weather.kind == "none" else weather, progress=not a.no_progress)
+                           weather=None if weather.kind == "none" else weather, progress=not a.no_progress,
+                           video_dir=a.video, video_fps=a.video_fps)
         except ReplayInterrupted as exc:
             return _interrupted(exc, a.out)
         except KeyboardInterrupt:
