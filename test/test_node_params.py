@@ -219,3 +219,4 @@ def test_shipped_configs_are_valid(name: str) -> None:
 def test_docs_table_is_current() -> None:
     doc = (REPO / "docs" / "ros.md").read_text()
     assert P.table_markdown() in doc, "regenerate the table in docs/ros.md from node_params.table_markdown()"
+    assert P.camera_table_markdown() in doc, "regenerate the camera table in docs/ros.md (camera_table_markdown)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,6 +17,8 @@ from dpa_perception.world.priors import class_prior
 from dpa_perception.world.stage import DROP_REASONS, WorldConfig, WorldStage, hidden_bottom, rider_contact_v
 
 NAMES = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck"]
+# the mechanics tests run a short, clean sequence: quick confirmation and long memory
+QUICK = WorldConfig(track_confirm_hits=3, track_high_score=0.5, track_max_age_s=1.0)
 CAM = Camera(1280, 720, 1040.0, x=-2.0, h=7.0, pitch_deg=12.0)
 CAM_B = Camera(1280, 720, 1000.0, x=6.0, h=8.0, pitch_deg=14.0, yaw_deg=-9.0)
 SIZES = {2: (4.5, 1.8, 1.5), 7: (7.0, 2.3, 3.0), 5: (12.0, 2.55, 3.2), 0: (0.5, 0.6, 1.7)}
@@ -81,7 +84,7 @@ def test_world_config_defaults_and_validation():
 
 def test_rendered_road_users_are_tracked_at_their_footprint_centres():
     rng = np.random.default_rng(0)
-    stage = WorldStage({"cam": demo_geometry(CAM)}, WorldConfig(), NAMES)
+    stage = WorldStage({"cam": demo_geometry(CAM)}, QUICK, NAMES)
     assert stage.has_camera("cam") and not stage.has_camera("other")
     assert stage.process("other", 0, Detections.empty()) is None
     first = None
@@ -97,15 +100,20 @@ def test_rendered_road_users_are_tracked_at_their_footprint_centres():
     by_id = {o.track_id: o for o in frame.objects}
     assert len(by_id) == len(objs) == len(frame.fused)
     raw, _ = stage.geometry("cam").ground(np.stack([(dets.boxes[:, 0] + dets.boxes[:, 2]) / 2, dets.boxes[:, 3]], 1))
+    hidden = hidden_bottom(dets.boxes.astype(np.float64), np.full(len(dets), -1))
+    assert 0 < hidden.sum() < len(dets) / 2  # queued cars hide some bottoms
     for i, (tid, (x, y, _, cid)) in enumerate(zip(frame.track_ids, objs)):
         o = by_id[tid]
         assert o.class_id == cid and o.confirmed and o.camera == "cam"
         assert o.box == tuple(float(v) for v in dets.boxes[i]) and o.detection_score == pytest.approx(0.9)
         err = math.hypot(o.x - x, o.y - y)
         # these boxes' bottom edges are exactly the footprint's near edge; the priors' contact factor is
-        # measured on rendered vehicles (wheels set in, body clearance), so it leaves (1 - contact) L / 2
+        # measured on rendered vehicles (wheels set in, body clearance), so it leaves (1 - contact) L / 2;
+        # a bottom hidden behind a nearer box is placed from the box top (a car's roof is shorter than
+        # these plain boxes' tops): within twice the prior's top spread
         prior = class_prior(NAMES[cid])
-        assert err < 0.6 + (1.0 - prior.contact) * prior.length / 2, (i, cid, err)
+        bound = 2.0 * prior.top_std + 0.6 if hidden[i] else 0.6 + (1.0 - prior.contact) * prior.length / 2
+        assert err < bound, (i, cid, err, hidden[i])
         if cid != 0:  # the bottom centre alone is the near edge: metres off for a vehicle
             assert math.hypot(raw[i, 0] - x, raw[i, 1] - y) > 1.5
         assert math.hypot(o.vx - vel[i, 0], o.vy - vel[i, 1]) < 1.5
@@ -115,7 +123,7 @@ def test_rendered_road_users_are_tracked_at_their_footprint_centres():
 
 def test_drops_by_reason_and_low_scores_ignored():
     roi = [0, 0, 640, 0, 640, 720, 0, 720]  # the left half of the image
-    stage = WorldStage({"cam": demo_geometry(CAM, roi=roi)}, WorldConfig(max_range_m=60.0), NAMES)
+    stage = WorldStage({"cam": demo_geometry(CAM, roi=roi)}, dataclasses.replace(QUICK, max_range_m=60.0), NAMES)
     left = render(CAM, [(-4.0, 20.0, math.pi / 2, 2)])[0]
     right = render(CAM, [(5.0, 20.0, math.pi / 2, 2)])[0]
     far = render(CAM, [(-6.0, 90.0, math.pi / 2, 2)])[0]
@@ -132,20 +140,25 @@ def test_drops_by_reason_and_low_scores_ignored():
 
 def test_two_cameras_fuse_overlapping_views_into_one_track_per_object():
     rng = np.random.default_rng(5)
-    stage = WorldStage({"a": demo_geometry(CAM), "b": demo_geometry(CAM_B)}, WorldConfig(), NAMES)
+    stage = WorldStage({"a": demo_geometry(CAM), "b": demo_geometry(CAM_B)}, QUICK, NAMES)
     seen: dict[str, set[int]] = {"a": set(), "b": set()}
+    unsure: set[int] = set()
     for k in range(16):
         for cam_name, cam, dt in (("a", CAM, 0.0), ("b", CAM_B, 0.04)):
             t = 0.1 * k + dt
             objs, _ = traffic(t)
             objs = objs[:9] if cam_name == "a" else objs[3:12]  # overlapping halves
-            frame = stage.process(cam_name, round(t * 1e9), detections(render(cam, objs), [o[3] for o in objs], rng=rng))
+            dets = detections(render(cam, objs), [o[3] for o in objs], rng=rng)
+            frame = stage.process(cam_name, round(t * 1e9), dets)
+            hidden = hidden_bottom(dets.boxes.astype(np.float64), np.full(len(dets), -1))
             if k >= 10:
                 seen[cam_name].update(frame.track_ids)
-    assert stage.stats()["tracks_confirmed"] == 12
-    assert len(frame.fused) == 12
-    assert len(seen["a"] & seen["b"]) == 6  # the shared objects have the same track in both views
-    assert 0 not in seen["a"] | seen["b"]
+                unsure.update(i for i, h in zip(frame.track_ids, hidden) if h)
+    # every object but those only camera b sees with a hidden bottom far away (too unsure to start a track)
+    assert 11 <= stage.stats()["tracks_confirmed"] <= 12
+    assert len(frame.fused) == stage.stats()["tracks_confirmed"]
+    assert len(seen["a"] & seen["b"] - {0}) == 6  # the shared objects have the same track in both views
+    assert 0 not in seen["a"] and (0 not in seen["b"] or 0 in unsure)
 
 
 def test_live_update_is_validated_and_takes_effect():

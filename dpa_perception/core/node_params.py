@@ -29,7 +29,7 @@ from dpa_perception.core.param_spec import (  # noqa: F401  (re-exported: the on
 )
 from dpa_perception.core.topics import check_topic_name, objects_topic, resolve_output_topics
 from dpa_perception.core.types import BACKENDS, INPUT_SHAPE_POLICIES, PRECISION_MODES
-from dpa_perception.core.world_params import WORLD_PARAMS, camera_key, camera_specs, field_spec
+from dpa_perception.core.world_params import CAMERA_FIELDS, WORLD_PARAMS, camera_key, camera_specs, field_spec
 
 PLACEMENTS = ("auto", "cpu", "gpu", "dla:0", "dla:1")
 INPUT_SHAPES = INPUT_SHAPE_POLICIES
@@ -404,3 +404,9 @@ def table_markdown(specs: Sequence[ParamSpec] = PARAMS) -> str:
             f"| {p.description} |"
         )
     return "\n".join(rows)
+
+
+def camera_table_markdown() -> str:
+    """The per-camera geometry parameters (``cameras.<key>.<field>``) as Markdown, for docs/ros.md."""
+    return table_markdown(tuple(ParamSpec(f"cameras.<key>.{f.name}", f.type, f.default, f.description, f.live, f.min,
+                                          f.max, f.choices) for f in CAMERA_FIELDS))  # fmt: skip

@@ -430,7 +430,7 @@ class Pipeline:
             dets = dets.scaled(sx, sy)
         it.hw = (round(it.p.frame.shape[0] * sy), round(it.p.frame.shape[1] * sx))
         return pipeline_state.world_step(self.world, it.cam.name, it.p.stamp_ns, dets, self.publish_threshold,
-                                         self.steady_ns, self._worker_error)  # fmt: skip
+                                         self.steady_ns, self._worker_error, it.hw)  # fmt: skip
 
     def _fail(self, cam: _Camera, p: Pending, stage: str, exc: Exception) -> FrameResult:
         """A frame that failed in processing: rejected on its camera, which goes to the back of the queue."""

@@ -234,7 +234,7 @@ def build_stats(cams: dict[str, CameraState], s: RollingStats, cfg: Any, now: in
 
 def world_step(world: Any, camera: str, stamp_ns: int, dets: Detections, publish_threshold: float,
                steady_ns: Callable[[], int], on_error: Callable[[BaseException], None],
-               ) -> tuple[Detections, Any, list[int] | None, float]:
+               image_hw: tuple[int, int] | None = None) -> tuple[Detections, Any, list[int] | None, float]:
     """One frame's detections through the world stage (ground projection + tracking), timed.
 
     Returns the 2D output (scores >= ``publish_threshold``: the engine may decode lower for the
@@ -245,7 +245,7 @@ def world_step(world: Any, camera: str, stamp_ns: int, dets: Detections, publish
     result, ids, t0 = None, None, steady_ns()
     if world is not None:
         try:
-            result = world.process(camera, stamp_ns, dets)
+            result = world.process(camera, stamp_ns, dets, image_hw)
         except Exception as exc:
             on_error(exc)
     ms = (steady_ns() - t0) / 1e6

@@ -93,8 +93,9 @@ def _orient(H: np.ndarray, image_size: tuple[int, int] | None) -> np.ndarray:
     return H * sign
 
 
-def _pinhole_origin(H: np.ndarray, cx: float, cy: float) -> tuple[float, float] | None:
-    """Ground position of the camera behind ``H``, fitting a pinhole (square pixels, no skew, principal point cx, cy)."""
+def _pinhole_origin(H: np.ndarray, cx: float, cy: float) -> tuple[float, float, float] | None:
+    """Position (x, y, height above the ground) of the camera behind ``H``, fitting a pinhole (square pixels,
+    no skew, principal point cx, cy)."""
     G = np.array([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]]) @ np.linalg.inv(H)
     (a1, a2, _), (b1, b2, _), (c1, c2, _) = G
     # r1 . r2 = 0 and |r1| = |r2| with r_i = (a_i / f, b_i / f, c_i): linear in k = 1 / f^2.
@@ -115,7 +116,7 @@ def _pinhole_origin(H: np.ndarray, cx: float, cy: float) -> tuple[float, float] 
     if C[2] < 0:  # the other sign of the scale: the camera is above the ground
         R = np.column_stack([-r12, np.cross(r12[:, 0], r12[:, 1])])
         C = -R.T @ (-M[:, 2] / lam)
-    return (float(C[0]), float(C[1])) if np.all(np.isfinite(C)) else None
+    return (float(C[0]), float(C[1]), float(C[2])) if np.all(np.isfinite(C)) else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,20 +132,22 @@ class CameraGeometry:
     roi: np.ndarray  # (M, 2) image polygon (px); empty = the whole image
     origin_xy: tuple[float, float]  # ground point that range is measured from
     origin_is_camera: bool  # True: origin_xy is the camera's ground position (viewing rays exact)
+    camera_height: float | None = None  # metres above the ground plane, when known (pose, or the pinhole fit)
 
     @staticmethod
     def from_homography(H: Any, roi: Any = None, *, image_size: tuple[int, int] | None = None,
                         origin_xy: tuple[float, float] | None = None) -> CameraGeometry:
         """From a 3x3 pixel -> ground homography; ``image_size`` (width, height) lets the camera's position be recovered."""
         Hm = _orient(_matrix(H, "homography"), image_size)
-        origin, is_cam = (0.0, 0.0), False
+        origin, is_cam, height = (0.0, 0.0), False, None
+        rec = _pinhole_origin(Hm, image_size[0] / 2.0, image_size[1] / 2.0) if image_size is not None else None
         if origin_xy is not None:
             origin, is_cam = (float(origin_xy[0]), float(origin_xy[1])), True
-        elif image_size is not None:
-            rec = _pinhole_origin(Hm, image_size[0] / 2.0, image_size[1] / 2.0)
-            if rec is not None:
-                origin, is_cam = rec, True
-        return CameraGeometry(Hm, None, np.zeros(0), None, None, 0.0, _roi(roi), origin, is_cam)
+        elif rec is not None:
+            origin, is_cam = (rec[0], rec[1]), True
+        if rec is not None and rec[2] > 0:
+            height = rec[2]
+        return CameraGeometry(Hm, None, np.zeros(0), None, None, 0.0, _roi(roi), origin, is_cam, height)
 
     @staticmethod
     def from_intrinsics(K: Any, dist: Any, pose: Any, ground_z: float = 0.0, roi: Any = None) -> CameraGeometry:
@@ -171,7 +174,8 @@ class CameraGeometry:
             G = Km @ R.T @ np.column_stack([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], np.array([0.0, 0.0, ground_z]) - C])
             H = np.linalg.inv(G)  # third coordinate = 1 / depth: positive in front of the camera
             H = H / np.linalg.norm(H)
-        return CameraGeometry(H, Km, d, R, C, float(ground_z), _roi(roi), (float(C[0]), float(C[1])), True)
+        height = float(C[2] - ground_z) if C[2] > ground_z else None
+        return CameraGeometry(H, Km, d, R, C, float(ground_z), _roi(roi), (float(C[0]), float(C[1])), True, height)
 
     # ---------------------------------------------------------------- projection
 
@@ -197,6 +201,20 @@ class CameraGeometry:
             xy = self.position[:2] + np.where(valid, t, np.nan)[:, None] * d[:, :2]
         valid &= np.all(np.isfinite(xy), axis=1)
         return xy, valid
+
+    def at_height(self, uv: np.ndarray, height: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ground positions (N, 2) below points ``height`` (N,) metres up seen at pixels ``uv``, and validity.
+
+        The viewing ray through a pixel meets the ground at ``g``; the point on it ``height`` up lies
+        above ``c + (g - c) (H - height) / H`` (``c``: the camera's ground position, ``H``: its
+        height). Needs the camera's position (all False without it).
+        """
+        xy, valid = self.ground(uv)
+        if self.camera_height is None or not self.origin_is_camera:
+            return xy, np.zeros(len(xy), bool)
+        c = np.asarray(self.origin_xy, np.float64)
+        k = (self.camera_height - np.asarray(height, np.float64)) / self.camera_height
+        return c + (xy - c) * k[:, None], valid & (k > 0)
 
     def jacobian(self, uv: np.ndarray) -> np.ndarray:
         """d(x, y)/d(u, v) at each pixel (N, 2, 2): analytic for a homography, central differences with distortion."""

@@ -37,6 +37,10 @@ class ClassPrior:
     height_std: float
     speed_std: float  # m/s: spread of the class's speeds (initial velocity uncertainty of a new track)
     contact: float = 1.0  # footprint centre at contact * half the extent along the ray (ground clearance, wheels)
+    # the top edge of the box, seen from above, is the object's far top edge: this far beyond the footprint
+    # centre along the ray (a person's head is above it; a car's roof is half its length); NaN: not used
+    top_offset: float = float("nan")
+    top_std: float = 0.0
 
 
 # ``contact``: measured on the demo renderer's exact boxes (benchmarks/bench_projection.py prints the
@@ -44,12 +48,16 @@ class ClassPrior:
 # in from the bumpers, body clearance), a pedestrian's feet spread beyond the nominal half depth.
 # COCO "truck" covers vans (about 5-6 m) as well as lorries.
 PRIORS: dict[str, ClassPrior] = {
-    "person": ClassPrior("person", GROUP_PERSON, 0.5, 0.6, 1.7, 0.15, 0.15, 0.15, 1.5, contact=1.4),
+    "person": ClassPrior("person", GROUP_PERSON, 0.5, 0.6, 1.7, 0.15, 0.15, 0.2, 1.5, contact=1.4, top_offset=0.0,
+                         top_std=0.15),
     "bicycle": ClassPrior("bicycle", GROUP_TWO_WHEELER, 1.75, 0.6, 1.1, 0.2, 0.15, 0.15, 4.0, contact=0.9),
     "motorcycle": ClassPrior("motorcycle", GROUP_TWO_WHEELER, 2.1, 0.8, 1.2, 0.25, 0.15, 0.15, 8.0),
-    "car": ClassPrior("car", GROUP_VEHICLE, 4.5, 1.8, 1.5, 0.4, 0.12, 0.15, 10.0, contact=0.94),
-    "bus": ClassPrior("bus", GROUP_VEHICLE, 11.5, 2.55, 3.2, 1.0, 0.1, 0.2, 8.0, contact=0.84),
-    "truck": ClassPrior("truck", GROUP_VEHICLE, 6.0, 2.2, 2.8, 1.8, 0.25, 0.5, 8.0, contact=0.88),
+    "car": ClassPrior("car", GROUP_VEHICLE, 4.5, 1.8, 1.5, 0.4, 0.12, 0.15, 10.0, contact=0.94, top_offset=0.8,
+                      top_std=0.6),
+    "bus": ClassPrior("bus", GROUP_VEHICLE, 11.5, 2.55, 3.2, 1.0, 0.1, 0.2, 8.0, contact=0.84, top_offset=5.0,
+                      top_std=1.0),
+    "truck": ClassPrior("truck", GROUP_VEHICLE, 6.0, 2.2, 2.8, 1.8, 0.25, 0.5, 8.0, contact=0.88, top_offset=2.6,
+                        top_std=1.0),
 }
 # Any other class: a small generic object; it is associated only with detections of its own class.
 DEFAULT_PRIOR = ClassPrior("default", "", 1.0, 1.0, 1.5, 0.5, 0.5, 0.5, 3.0)
@@ -80,6 +88,7 @@ class PriorTable:
     dims_std: np.ndarray  # (C, 3)
     speed_std: np.ndarray  # (C,)
     contact: np.ndarray  # (C,) the prior's contact factor
+    top: np.ndarray  # (C, 3) top_offset, top_std, height std
 
     @staticmethod
     def build(class_names: Sequence[str]) -> PriorTable:
@@ -90,7 +99,8 @@ class PriorTable:
         dims = np.array([[p.length, p.width, p.height] for p in ps], np.float64).reshape(-1, 3)
         std = np.array([[p.length_std, p.width_std, p.height_std] for p in ps], np.float64).reshape(-1, 3)
         speed = np.array([p.speed_std for p in ps], np.float64)
-        return PriorTable(names, code, dims, std, speed, np.array([p.contact for p in ps], np.float64))
+        top = np.array([[p.top_offset, p.top_std, p.height_std] for p in ps], np.float64).reshape(-1, 3)
+        return PriorTable(names, code, dims, std, speed, np.array([p.contact for p in ps], np.float64), top)
 
     def contact_of(self, class_ids: np.ndarray) -> np.ndarray:
         """The contact factor of each class id (1 for ids the model does not name)."""

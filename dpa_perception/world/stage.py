@@ -25,12 +25,16 @@ from dpa_perception.core.param_spec import INT
 from dpa_perception.core.types import Detections
 from dpa_perception.core.world_params import WORLD_PARAMS
 from dpa_perception.world.geometry import CameraGeometry
+from dpa_perception.world.measurements import NO_OFFSET, Measurements
 from dpa_perception.world.objects import WorldObject
-from dpa_perception.world.tracker import Measurements, Tracker, TrackerConfig
+from dpa_perception.world.priors import PriorTable
+from dpa_perception.world.tracker import Tracker, TrackerConfig
 
 BOX_SIGMA_FRACTION = 0.02  # std of the bottom edge (px) per px of box height, added to pixel_sigma_px
 DROP_REASONS = ("horizon", "roi", "range")
-HIDDEN_BOTTOM_VAR = 3.0**2  # m^2 along the ray for a box whose bottom is hidden behind a nearer one
+HIDDEN_BOTTOM_VAR = 3.0**2  # m^2 along the ray for a box whose bottom is hidden (a nearer object, the frame edge)
+EDGE_PX = 2.0  # a box within this of the image's bottom edge is cut by it
+HIDDEN_MARGIN = 0.1  # fraction of an occluder's box width/height at its sides and top that does not hide
 
 _SPECS = {p.name: p for p in WORLD_PARAMS}
 
@@ -143,15 +147,18 @@ class WorldStage:
         self.tracker.set_config(cfg.tracker())
         return cfg
 
-    def process(self, camera: str, stamp_ns: int, dets: Detections) -> WorldFrame | None:
-        """Project and track one frame's detections; None for a camera without geometry."""
+    def process(self, camera: str, stamp_ns: int, dets: Detections,
+                image_hw: tuple[int, int] | None = None) -> WorldFrame | None:
+        """Project and track one frame's detections (of an image ``image_hw`` high and wide: boxes cut by its
+        edges are less sure); None for a camera without geometry."""
         geo = self._geometries.get(camera)
         if geo is None:
             return None
         t0 = time.perf_counter()
         cfg = self._config
         keep = np.flatnonzero(dets.scores >= cfg.track_low_score)
-        meas, ok, dropped = _project(geo, cfg, camera, int(stamp_ns), dets, keep, self._riders)
+        meas, ok, dropped = _project(geo, cfg, camera, int(stamp_ns), dets, keep, self._riders, image_hw,
+                                     self.tracker.priors)
         res = self.tracker.step(meas)
         track_ids = np.zeros(len(dets), np.int64)
         track_ids[keep[ok]] = res.track_ids
@@ -214,14 +221,17 @@ def hidden_bottom(boxes: np.ndarray, ridden: np.ndarray) -> np.ndarray:
         return np.zeros(n, bool)
     u = 0.5 * (boxes[:, 0] + boxes[:, 2])
     v = boxes[:, 3]
-    inside = ((u[:, None] > boxes[None, :, 0]) & (u[:, None] < boxes[None, :, 2]) & (v[:, None] > boxes[None, :, 1])
-              & (v[:, None] < boxes[None, :, 3] - 2.0))  # fmt: skip
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    m = HIDDEN_MARGIN  # a box's corners are often background: only its inner part counts as the occluder
+    inside = ((u[:, None] > boxes[None, :, 0] + m * w) & (u[:, None] < boxes[None, :, 2] - m * w)
+              & (v[:, None] > boxes[None, :, 1] + m * h) & (v[:, None] < boxes[None, :, 3] - 2.0))  # fmt: skip
     np.fill_diagonal(inside, False)
     return inside.any(axis=1) & (ridden < 0)
 
 
 def _project(geo: CameraGeometry, cfg: WorldConfig, camera: str, stamp_ns: int, dets: Detections,
              keep: np.ndarray, riders: tuple[np.ndarray, np.ndarray] | None = None,
+             image_hw: tuple[int, int] | None = None, priors: PriorTable | None = None,
              ) -> tuple[Measurements, np.ndarray, dict[str, int]]:
     """Measurements of detections ``keep``, which of them were kept (mask over ``keep``), drops by reason."""
     boxes = np.asarray(dets.boxes, np.float64)[keep].reshape(-1, 4)
@@ -230,6 +240,8 @@ def _project(geo: CameraGeometry, cfg: WorldConfig, camera: str, stamp_ns: int, 
     if riders is not None:
         uv[:, 1], ridden = rider_contact_v(boxes, np.asarray(dets.class_ids, np.int64)[keep], *riders)
     hidden = hidden_bottom(boxes, ridden)
+    if image_hw is not None:  # cut by the image's bottom edge: the ground contact is below the frame
+        hidden |= boxes[:, 3] >= image_hw[0] - EDGE_PX
     xy, valid = geo.ground(uv)
     inside = geo.in_roi(uv)
     rng = np.where(valid, geo.range_m(np.where(valid[:, None], xy, 0.0)), np.inf)
@@ -245,7 +257,43 @@ def _project(geo: CameraGeometry, cfg: WorldConfig, camera: str, stamp_ns: int, 
     cov = su2[:, None, None] * (J[:, :, 0, None] * J[:, None, :, 0]) + sv2[:, None, None] * (
         J[:, :, 1, None] * J[:, None, :, 1])
     width_m = (b[:, 2] - b[:, 0]) * np.hypot(J[:, 0, 0], J[:, 1, 0])
+    cls = np.asarray(dets.class_ids, np.int64)[keep][ok]
+    contact_class, extra = ridden[ok], np.where(hidden[ok], HIDDEN_BOTTOM_VAR, 0.0)
+    if priors is not None:
+        _from_top(geo, cfg, priors, b, cls, xy, cov, extra, contact_class, hidden[ok] & (contact_class < 0))
     meas = Measurements(camera, stamp_ns, xy, cov, geo.ray_angle(xy, J), width_m,
-                        np.asarray(dets.scores, np.float64)[keep][ok], np.asarray(dets.class_ids, np.int64)[keep][ok],
-                        b, geo.ground_z, ridden[ok], np.where(hidden[ok], HIDDEN_BOTTOM_VAR, 0.0))
+                        np.asarray(dets.scores, np.float64)[keep][ok], cls, b, geo.ground_z, contact_class, extra)
     return meas, ok, dropped
+
+
+def _from_top(geo: CameraGeometry, cfg: WorldConfig, priors: PriorTable, boxes: np.ndarray, cls: np.ndarray,
+              xy: np.ndarray, cov: np.ndarray, extra: np.ndarray, contact_class: np.ndarray, sel: np.ndarray) -> None:
+    """Objects ``sel`` whose ground contact is hidden, placed from the top of their box instead (in place).
+
+    The top edge is the object's far top edge, its class's height up: the point at that height on
+    the top pixel's ray (:meth:`CameraGeometry.at_height`) less the class's ``top_offset`` along the
+    ray is the footprint centre. The height's spread (``|g - c| / H * sigma``: ``g`` the top ray's
+    ground point, ``c`` and ``H`` the camera's ground position and height) and ``top_std`` make the
+    along-ray variance. Needs the camera's height and a class with a ``top_offset``.
+    """
+    if geo.camera_height is None or not sel.any():
+        return
+    idx = np.flatnonzero(sel)
+    ids = cls[idx]
+    known = (ids >= 0) & (ids < len(priors.names))
+    top = np.where(known[:, None], priors.top[np.where(known, ids, 0)], np.nan)
+    _, dims, _, _ = priors.lookup(ids)
+    use = np.isfinite(top[:, 0])
+    idx, top, height = idx[use], top[use], dims[use, 2]
+    uv = np.stack([0.5 * (boxes[idx, 0] + boxes[idx, 2]), boxes[idx, 1]], axis=1)
+    est, valid = geo.at_height(uv, height)
+    g, _ = geo.ground(uv)
+    idx, est, g, uv, top, height = idx[valid], est[valid], g[valid], uv[valid], top[valid], height[valid]
+    c = np.asarray(geo.origin_xy, np.float64)
+    ray = (est - c) / np.maximum(np.linalg.norm(est - c, axis=1), 1e-6)[:, None]
+    k = (geo.camera_height - height) / geo.camera_height
+    J = geo.jacobian(uv) * k[:, None, None]
+    xy[idx] = est - top[:, 0, None] * ray
+    cov[idx] = cfg.pixel_sigma_px ** 2 * (J @ J.transpose(0, 2, 1))
+    extra[idx] = (np.linalg.norm(g - c, axis=1) / geo.camera_height * top[:, 2]) ** 2 + top[:, 1] ** 2
+    contact_class[idx] = NO_OFFSET

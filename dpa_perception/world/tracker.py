@@ -33,17 +33,25 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from dpa_perception.core.types import NS_PER_S, class_name
+from dpa_perception.world.measurements import Measurements, StepResult
 from dpa_perception.world.objects import WorldObject
 from dpa_perception.world.priors import PriorTable, adjust_dims, contact_offset
 
 CHI2_GATE = 9.21  # chi-square, 2 degrees of freedom, 99 %
 FORBIDDEN = 1e6  # cost of a pair outside the gates
-MIN_POS_STD_M = 0.15  # floor of a measurement's position std (calibration and ground-plane error)
+BIRTH_MAX_EXTRA_VAR = 4.0  # m^2: a measurement less sure along its ray than this starts no track
+MIN_POS_STD_M = 0.3  # floor of a measurement position std: calibration error, camera-to-camera differences
 TENTATIVE_AGE_FRACTION = 1.0 / 3.0  # a tentative track dies after this fraction of max_age_s without update
 HEADING_MIN_SPEED = 0.5  # m/s: below it (or below 2 sigma of the speed) the heading is kept, not recomputed
 HEADING_UNKNOWN_STD = math.pi / math.sqrt(3.0)  # std of a uniform heading
 EXISTENCE_GAIN = 0.5  # a hit of score s removes this * s of the remaining doubt on existence
 DIMS_ALPHA = 0.2  # exponential smoothing of a track's dimensions
+MERGE_FRACTION = 0.4  # two tracks of one group closer than this fraction of the shorter length are one object
+MERGE_MIN_M = 1.2  # ... or closer than this (people, two-wheelers)
+MERGE_SPEED_MPS = 2.5  # ... and moving alike (velocity difference below this)
+MERGE_CHI2 = 4.0  # ... or within this squared Mahalanobis distance of each other (far objects: wide along the ray)
+MERGE_MAX_M = 4.0  # ... and closer than this
+FUSED_MAX_GAP_S = 0.3  # the fused output holds confirmed tracks some camera updated this recently
 
 
 @dataclass(frozen=True)
@@ -56,45 +64,6 @@ class TrackerConfig:
     confirm_hits: int = 3
     max_age_s: float = 1.0
     accel_sigma: float = 2.0
-
-
-@dataclass(frozen=True)
-class Measurements:
-    """One camera frame's projected detections (N of them)."""
-
-    camera: str
-    stamp_ns: int
-    contact: np.ndarray  # (N, 2) ground point of each box's bottom centre, metres
-    contact_cov: np.ndarray  # (N, 2, 2) its covariance from the pixel noise, m^2
-    ray_angle: np.ndarray  # (N,) direction of the viewing ray on the ground, away from the camera (rad)
-    box_width_m: np.ndarray  # (N,) box width in metres at the object's range
-    scores: np.ndarray  # (N,)
-    class_ids: np.ndarray  # (N,) int64
-    boxes: np.ndarray  # (N, 4) image boxes (x1, y1, x2, y2)
-    ground_z: float = 0.0
-    contact_class: np.ndarray | None = None  # (N,) class whose footprint the contact is on (a rider: its vehicle)
-    extra_var: np.ndarray | None = None  # (N,) added along-ray variance (m^2): a bottom hidden behind another box
-
-    def offset_classes(self) -> np.ndarray:
-        """The class ids whose priors place the footprint centre behind the contact point."""
-        if self.contact_class is None:
-            return self.class_ids
-        return np.where(self.contact_class >= 0, self.contact_class, self.class_ids)
-
-    def along_var(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray | float:
-        return 0.0 if self.extra_var is None else self.extra_var[idx]
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What one frame did: the track of each measurement (0 = none or not confirmed) and the objects."""
-
-    track_ids: np.ndarray  # (N,) int64
-    objects: list[WorldObject]  # this frame's detections of confirmed tracks (with box and score)
-    fused: list[WorldObject]  # every confirmed track at the frame's stamp
 
 
 _ARRAYS = ("ids", "X", "P", "stamp", "born", "last", "hits", "confirmed", "group", "cls", "exist",
@@ -158,7 +127,7 @@ class Tracker:
             oc = m.offset_classes()
             _, odims, odims_std, _ = self.priors.lookup(oc)
             off, var = contact_offset(odims, odims_std, m.ray_angle)
-            k = self.priors.contact_of(oc)
+            k = self.priors.contact_of(oc) * m.offset_scale()
             z, R = _measurement(m.contact, m.contact_cov, m.ray_angle, off * k, var * k * k + m.along_var())
             trk, det = self._associate(m.scores, group, z, R, cfg, t)
             if len(trk):
@@ -167,7 +136,9 @@ class Tracker:
                 self._update_heading(trk)
             matched = np.zeros(len(m), bool)
             matched[det] = True
-            births = np.flatnonzero(~matched & (m.scores >= cfg.high_score))
+            # a measurement whose ground contact is hidden is too far off to start a track
+            sure = np.ones(len(m), bool) if m.extra_var is None else m.extra_var <= BIRTH_MAX_EXTRA_VAR
+            births = np.flatnonzero(~matched & (m.scores >= cfg.high_score) & sure)
             track_idx = np.full(len(m), -1, np.int64)
             track_idx[det] = trk
             if len(births):
@@ -262,8 +233,8 @@ class Tracker:
         """The contact correction and box-width dimensions of matched measurements, with their track's heading."""
         hstd = self.heading_std[trk]
         known = hstd < math.pi / 4
-        if m.contact_class is not None:  # a rider keeps its vehicle's correction
-            known &= m.contact_class[det] < 0
+        if m.contact_class is not None:  # a rider keeps its vehicle's correction; NO_OFFSET needs none
+            known &= m.contact_class[det] == -1
         if not known.any():
             return z, R, dims
         k_t, k_d = trk[known], det[known]
@@ -342,11 +313,63 @@ class Tracker:
         self.heading_std[idx] = np.where(moving, np.sqrt(np.minimum(hvar, HEADING_UNKNOWN_STD ** 2)),
                                          self.heading_std[idx])
 
+    def _duplicates(self, fresh: np.ndarray) -> np.ndarray:
+        """For each track, the track it duplicates (an index), or -1.
+
+        Two tracks of one group closer than :data:`MERGE_FRACTION` of the smaller one's length (at
+        least :data:`MERGE_MIN_M`) with velocities within :data:`MERGE_SPEED_MPS` are one object that
+        two cameras (or a missed association) started twice: the one with fewer hits goes, and
+        measurements matched to it count for the other.
+        """
+        n = len(self.ids)
+        into = np.full(n, -1, np.int64)
+        if n < 2:
+            return into
+        xy, v = self.X[:, :2], self.X[:, 2:]
+        d = np.linalg.norm(xy[:, None] - xy[None], axis=2)
+        reach = np.maximum(MERGE_MIN_M, MERGE_FRACTION * np.minimum(self.dims[:, None, 0], self.dims[None, :, 0]))
+        S = self.P[:, None, :2, :2] + self.P[None, :, :2, :2]  # the two estimates' difference is within their spread
+        e = xy[:, None] - xy[None]
+        det = S[..., 0, 0] * S[..., 1, 1] - S[..., 0, 1] * S[..., 1, 0]
+        m2 = (S[..., 1, 1] * e[..., 0] ** 2 - 2 * S[..., 0, 1] * e[..., 0] * e[..., 1] + S[..., 0, 0] * e[..., 1] ** 2) / det
+        near = (d < reach) | ((m2 < MERGE_CHI2) & (d < MERGE_MAX_M))
+        close = (near & (self.group[:, None] == self.group[None, :])
+                 & (np.linalg.norm(v[:, None] - v[None], axis=2) < MERGE_SPEED_MPS))  # fmt: skip
+        close &= ~(fresh[:, None] & fresh[None, :])  # two tracks this frame's detections both updated are two
+        close[np.tril_indices(n)] = False
+        for i, j in zip(*np.nonzero(close)):
+            a, b = int(i), int(j)
+            while into[a] >= 0:
+                a = int(into[a])
+            while into[b] >= 0:
+                b = int(into[b])
+            if a == b:
+                continue
+            keep, gone = (a, b) if (self.hits[a], -self.ids[a]) >= (self.hits[b], -self.ids[b]) else (b, a)
+            into[gone] = keep
+            self.confirmed[keep] |= self.confirmed[gone]
+            self.last[keep] = max(self.last[keep], self.last[gone])
+        return into
+
     def _prune(self, t: int, track_idx: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
-        """Delete stale tracks; the measurement -> track index map re-indexed (-1 where deleted)."""
+        """Delete stale and duplicate tracks; the measurement -> track index map re-indexed (-1 where deleted)."""
+        fresh = np.zeros(len(self.ids), bool)
+        fresh[track_idx[track_idx >= 0]] = True
+        into = self._duplicates(fresh)
+        merged = into >= 0
+        if merged.any():
+            root = np.arange(len(into))
+            for k in np.flatnonzero(merged):
+                r = int(k)
+                while into[r] >= 0:
+                    r = int(into[r])
+                root[k] = r
+            ok = track_idx >= 0
+            track_idx = track_idx.copy()
+            track_idx[ok] = root[track_idx[ok]]
         since = (t - self.last) / NS_PER_S
         max_age = np.where(self.confirmed, cfg.max_age_s, cfg.max_age_s * TENTATIVE_AGE_FRACTION)
-        keep = since <= max_age
+        keep = (since <= max_age) & ~merged
         if keep.all():
             return track_idx
         new_index = np.cumsum(keep) - 1
@@ -396,11 +419,15 @@ class Tracker:
         ok[ok] = self.confirmed[track_idx[ok]]
         track_ids = np.zeros(len(m), np.int64)
         track_ids[ok] = self.ids[track_idx[ok]]
-        conf = np.flatnonzero(self.confirmed)
+        det = np.flatnonzero(ok)
+        seen = np.zeros(len(self.ids), bool)
+        seen[track_idx[det]] = True
+        # the fused output: confirmed tracks some camera saw lately (coasting ones are kept, not published)
+        recent = self.confirmed & (seen | (np.maximum(0, t - self.last) <= FUSED_MAX_GAP_S * NS_PER_S))
+        conf = np.flatnonzero(recent)
         fused = self._objects(conf, t)
         pos = np.full(len(self.ids), -1, np.int64)
         pos[conf] = np.arange(len(conf))
-        det = np.flatnonzero(ok)
         objects = []
         for j, box, score in zip(pos[track_idx[det]].tolist(), m.boxes[det].tolist(), m.scores[det].tolist()):
             obj = _new(WorldObject)
