@@ -317,28 +317,30 @@ class Tracker:
         """For each track, the track it duplicates (an index), or -1.
 
         Two tracks of one group closer than :data:`MERGE_FRACTION` of the smaller one's length (at
-        least :data:`MERGE_MIN_M`) with velocities within :data:`MERGE_SPEED_MPS` are one object that
-        two cameras (or a missed association) started twice: the one with fewer hits goes, and
-        measurements matched to it count for the other.
+        least :data:`MERGE_MIN_M`), or within :data:`MERGE_CHI2` of each other's spread and
+        :data:`MERGE_MAX_M`, with velocities within :data:`MERGE_SPEED_MPS`, are one object that two
+        cameras (or a missed association) started twice: the one with fewer hits goes, and
+        measurements matched to it count for the other. Two tracks this frame's detections both
+        updated are two objects.
         """
         n = len(self.ids)
         into = np.full(n, -1, np.int64)
         if n < 2:
             return into
-        xy, v = self.X[:, :2], self.X[:, 2:]
+        xy = self.X[:, :2]
         d = np.linalg.norm(xy[:, None] - xy[None], axis=2)
-        reach = np.maximum(MERGE_MIN_M, MERGE_FRACTION * np.minimum(self.dims[:, None, 0], self.dims[None, :, 0]))
-        S = self.P[:, None, :2, :2] + self.P[None, :, :2, :2]  # the two estimates' difference is within their spread
-        e = xy[:, None] - xy[None]
-        det = S[..., 0, 0] * S[..., 1, 1] - S[..., 0, 1] * S[..., 1, 0]
-        m2 = (S[..., 1, 1] * e[..., 0] ** 2 - 2 * S[..., 0, 1] * e[..., 0] * e[..., 1] + S[..., 0, 0] * e[..., 1] ** 2) / det
-        near = (d < reach) | ((m2 < MERGE_CHI2) & (d < MERGE_MAX_M))
-        close = (near & (self.group[:, None] == self.group[None, :])
-                 & (np.linalg.norm(v[:, None] - v[None], axis=2) < MERGE_SPEED_MPS))  # fmt: skip
-        close &= ~(fresh[:, None] & fresh[None, :])  # two tracks this frame's detections both updated are two
-        close[np.tril_indices(n)] = False
-        for i, j in zip(*np.nonzero(close)):
-            a, b = int(i), int(j)
+        cand = (d < MERGE_MAX_M) & (self.group[:, None] == self.group[None, :]) & ~(fresh[:, None] & fresh[None, :])
+        i, j = np.nonzero(np.triu(cand, 1))
+        if not len(i):
+            return into
+        reach = np.maximum(MERGE_MIN_M, MERGE_FRACTION * np.minimum(self.dims[i, 0], self.dims[j, 0]))
+        S = self.P[i, :2, :2] + self.P[j, :2, :2]
+        e = xy[i] - xy[j]
+        det = S[:, 0, 0] * S[:, 1, 1] - S[:, 0, 1] * S[:, 1, 0]
+        m2 = (S[:, 1, 1] * e[:, 0] ** 2 - 2 * S[:, 0, 1] * e[:, 0] * e[:, 1] + S[:, 0, 0] * e[:, 1] ** 2) / det
+        alike = np.linalg.norm(self.X[i, 2:] - self.X[j, 2:], axis=1) < MERGE_SPEED_MPS
+        close = alike & ((d[i, j] < reach) | (m2 < MERGE_CHI2))
+        for a, b in zip(i[close].tolist(), j[close].tolist()):
             while into[a] >= 0:
                 a = int(into[a])
             while into[b] >= 0:
