@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dpa_perception.demo import evaluate, track_eval
-from dpa_perception.demo.track_eval import GtFrame, TrackLine, evaluate_tracks
+from dpa_perception.demo.track_eval import COCO_NAMES, GtFrame, TrackLine, evaluate_tracks
 from dpa_perception.world.objects import WorldObject
 
 CAM = "/rsu/cam0/image_raw/compressed"
@@ -167,7 +167,8 @@ def test_ground_truth_as_tracks_scores_one_through_the_cli(demo_bag: Path, tmp_p
     with (replay / "tracks.jsonl").open("w") as f:
         for k, cam in enumerate(("/rsu/cam0/image_raw/compressed", "/rsu/cam1/image_raw")):
             for m in gt[f"/rsu/cam{k}/ground_truth/objects"]:
-                objs = [_obj(int(o.id) + 1, o.x, o.y, stamp=m.stamp_ns).to_dict() for o in m.objects]
+                objs = [_obj(int(o.id) + 1, o.x, o.y, stamp=m.stamp_ns, name=COCO_NAMES[o.class_id]).to_dict()
+                        for o in m.objects]
                 f.write(json.dumps({"topic": f"/rsu/cam{k}/objects", "camera": cam, "stamp_ns": m.stamp_ns,
                                     "mode": "int8", "objects": objs}) + "\n")
     out_json = tmp_path / "eval.json"
@@ -195,3 +196,23 @@ def test_cli_mode_errors_are_one_line(demo_bag: Path, tmp_path: Path, capsys: py
         assert evaluate.main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("dpa-eval: error: ") and message in err[0], (argv, err)
+
+
+def test_a_cyclist_is_matched_within_class_groups_so_its_person_and_bicycle_never_swap() -> None:
+    """A rider and its bicycle share one footprint: a class-agnostic match would swap them at will."""
+    stamps = [T0 + i * DT for i in range(10)]
+    xy = np.array([(3.0, 20.0), (3.0, 20.0)])
+    gt = {GT_TOPIC: {s: GtFrame(s, ["5", "6"], xy, ["person", "bicycle"]) for s in stamps}}
+    lines = []
+    for i, s in enumerate(stamps):
+        person, bike = _obj(1, 3.05, 20.0, name="person", stamp=s), _obj(2, 2.95, 20.0, name="bicycle", stamp=s)
+        # the bicycle track sits nearer the person's truth every other frame; the order flips too
+        objs = (person, bike) if i % 2 else (_obj(2, 3.0, 20.0, name="bicycle", stamp=s), person)
+        if i in (3, 4):  # the person's detection is missed: only the bicycle track is there
+            objs = tuple(o for o in objs if o.class_name == "bicycle")
+        lines.append(TrackLine(OUT, CAM, s, "int8", objs))
+    m = evaluate_tracks(lines, gt, {CAM: (0.0, 0.0)}, [])["topics"][OUT]["all"]
+    assert m["num_switches"] == 0 and m["idf1"] == pytest.approx(18 / 19, abs=1e-4)
+    assert m["num_misses"] == 2 and m["num_false_positives"] == 0
+    exact = evaluate_tracks(lines, gt, {CAM: (0.0, 0.0)}, [], class_aware=True)["topics"][OUT]["all"]
+    assert exact["mota"] == pytest.approx(0.9) and exact["num_switches"] == 0  # 2 misses of 20
