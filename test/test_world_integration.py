@@ -29,7 +29,8 @@ CLASSES = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
 MS = 1_000_000
 T0 = 1_700_000_000 * 1_000_000_000
 SCORE_THRESHOLD = 0.3  # the parameter default: the 2D output's threshold
-TRACK_LOW = 0.1  # default track_low_score: what the engine decodes down to with tracking on
+TRACK_LOW = 0.1  # track_low_score below score_threshold: what the engine decodes down to with tracking on
+TRACK_HIGH = 0.6
 
 # what the fake detector "sees" in every frame: (x1, y1, x2, y2, score, class); a car that starts a track,
 # a person between score_threshold and track_high_score (published, never starts a track), a car only the
@@ -97,7 +98,8 @@ class DecodingFakeEngine:
 
 def _values(engine_dir: Path, **extra: Any) -> dict[str, Any]:
     return {"engine_dir": str(engine_dir), "camera_topics": [CAM0, CAM1], "cameras.rsu_cam0.homography": H0,
-            "cameras.rsu_cam0.image_size": [640, 360], **extra}  # fmt: skip
+            "cameras.rsu_cam0.image_size": [640, 360], "track_low_score": TRACK_LOW, "track_high_score": TRACK_HIGH,
+            **extra}  # fmt: skip
 
 
 def _assemble(tmp_path: Path, **extra: Any) -> tuple[Runtime, DecodingFakeEngine, list[int]]:
@@ -193,7 +195,7 @@ def test_live_world_parameters_reach_the_stage_and_refusals_change_nothing(tmp_p
         assert engine.decode.score_threshold == pytest.approx(0.05)
         before = (engine.decode, rt.world.config, rt.world.tracker.config, rt.pipeline.publish_threshold,
                   rt.pipeline.config, dict(rt.values))  # fmt: skip
-        for bad in ({"track_low_score": 0.7},  # above track_high_score (0.6)
+        for bad in ({"track_low_score": 0.7},  # above track_high_score (TRACK_HIGH)
                     {"track_high_score": 0.01},  # below track_low_score (0.05)
                     {"score_threshold": 0.2, "track_gate_m": 1.0, "track_low_score": 0.9},
                     {"track_gate_m": 0.0}):  # fmt: skip
@@ -257,7 +259,8 @@ def test_dpa_replay_set_accepts_camera_parameters(tmp_path: Path, capsys: pytest
     values = replay_values(a)
     assert values["cameras.rsu_cam0.homography"] == pytest.approx(H0)
     cfg = runtime_config(values)
-    assert cfg.tracked_cameras == (CAM0,) and cfg.decode.score_threshold == pytest.approx(TRACK_LOW)
+    low = min(SCORE_THRESHOLD, P.default("track_low_score"))
+    assert cfg.tracked_cameras == (CAM0,) and cfg.decode.score_threshold == pytest.approx(low)
     # a typo in the camera key: refused before the bag is opened, one line, exit status 2
     rc = replay_main(["no_such_bag", "--out", str(tmp_path / "out"), "--engine", str(tmp_path),
                       "--set", f"camera_topics=[{CAM0}]", "--set", f"cameras.rsu_camO.homography={text}"])  # fmt: skip

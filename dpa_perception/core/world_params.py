@@ -40,10 +40,10 @@ WORLD_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("max_range_m", DOUBLE, 150.0,
               "Projected objects further than this from the camera (m) are dropped (near the horizon).",
               live=True, min=1.0, max=10000.0),
-    ParamSpec("track_high_score", DOUBLE, 0.6,
+    ParamSpec("track_high_score", DOUBLE, 0.7,
               "Detections at or above this score are matched first and may start tracks (ByteTrack).",
               live=True, min=0.0, max=1.0),
-    ParamSpec("track_low_score", DOUBLE, 0.1,
+    ParamSpec("track_low_score", DOUBLE, 0.3,
               "Detections between this and track_high_score only keep existing tracks alive (second pass); "
               "the detector decodes down to min(score_threshold, track_low_score) for the tracker.",
               live=True, min=0.0, max=1.0),

@@ -340,15 +340,17 @@ class Tracker:
         m2 = (S[:, 1, 1] * e[:, 0] ** 2 - 2 * S[:, 0, 1] * e[:, 0] * e[:, 1] + S[:, 0, 0] * e[:, 1] ** 2) / det
         alike = np.linalg.norm(self.X[i, 2:] - self.X[j, 2:], axis=1) < MERGE_SPEED_MPS
         close = alike & ((d[i, j] < reach) | (m2 < MERGE_CHI2))
+        holds = fresh.copy()  # a merged group holds a track this frame updated: it takes no second one
         for a, b in zip(i[close].tolist(), j[close].tolist()):
             while into[a] >= 0:
                 a = int(into[a])
             while into[b] >= 0:
                 b = int(into[b])
-            if a == b:
+            if a == b or (holds[a] and holds[b]):
                 continue
             keep, gone = (a, b) if (self.hits[a], -self.ids[a]) >= (self.hits[b], -self.ids[b]) else (b, a)
             into[gone] = keep
+            holds[keep] |= holds[gone]
             self.confirmed[keep] |= self.confirmed[gone]
             self.last[keep] = max(self.last[keep], self.last[gone])
         return into
