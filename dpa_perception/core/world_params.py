@@ -47,7 +47,7 @@ WORLD_PARAMS: tuple[ParamSpec, ...] = (
               "Detections between this and track_high_score only keep existing tracks alive (second pass); "
               "the detector decodes down to min(score_threshold, track_low_score) for the tracker.",
               live=True, min=0.0, max=1.0),
-    ParamSpec("track_gate_m", DOUBLE, 4.0,
+    ParamSpec("track_gate_m", DOUBLE, 5.0,
               "Largest distance (m) between a track's predicted position and a detection it may be matched to "
               "(a Mahalanobis gate applies as well).", live=True, min=0.1, max=100.0),
     ParamSpec("track_confirm_hits", INT, 5,

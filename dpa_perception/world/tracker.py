@@ -37,7 +37,7 @@ from dpa_perception.world.measurements import Measurements, StepResult
 from dpa_perception.world.objects import WorldObject
 from dpa_perception.world.priors import PriorTable, adjust_dims, contact_offset
 
-CHI2_GATE = 9.21  # chi-square, 2 degrees of freedom, 99 %
+CHI2_GATE = 13.8  # chi-square, 2 degrees of freedom, 99.9 % (detector box bottoms scatter with heavy tails)
 FORBIDDEN = 1e6  # cost of a pair outside the gates
 BIRTH_MAX_EXTRA_VAR = 4.0  # m^2: a measurement less sure along its ray than this starts no track
 MIN_POS_STD_M = 0.3  # floor of a measurement position std: calibration error, camera-to-camera differences
