@@ -11,6 +11,7 @@ with a variance wide enough to cover any heading.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,19 +116,21 @@ class PriorTable:
         (``-1 - id``), so it is associated only with detections of the same id.
         """
         ids = np.asarray(class_ids, np.int64)
-        known = (ids >= 0) & (ids < len(self.names))
-        safe = np.where(known, ids, 0)
-        if len(self.names) == 0:
-            n = len(ids)
-            d = DEFAULT_PRIOR
-            return (-1 - ids, np.tile([d.length, d.width, d.height], (n, 1)),
-                    np.tile([d.length_std, d.width_std, d.height_std], (n, 1)), np.full(n, d.speed_std))
-        group = np.where(known, self.group[safe], -1 - ids)
+        n = len(self.names)
+        known = (ids >= 0) & (ids < n)
+        row = np.where(known, ids, n)  # row n of the padded tables: the default prior
+        dims, std, speed = self._padded
+        group = self.group[row] if known.all() else np.where(known, self.group[np.minimum(row, max(n - 1, 0))]
+                                                             if n else 0, -1 - ids)  # fmt: skip
+        return group, dims[row], std[row], speed[row]
+
+    @functools.cached_property
+    def _padded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """dims, dims std and speed std with the default prior appended as the last row."""
         d = DEFAULT_PRIOR
-        dims = np.where(known[:, None], self.dims[safe], [d.length, d.width, d.height])
-        std = np.where(known[:, None], self.dims_std[safe], [d.length_std, d.width_std, d.height_std])
-        speed = np.where(known, self.speed_std[safe], d.speed_std)
-        return group, dims, std, speed
+        return (np.vstack([self.dims, [d.length, d.width, d.height]]),
+                np.vstack([self.dims_std, [d.length_std, d.width_std, d.height_std]]),
+                np.append(self.speed_std, d.speed_std))
 
 
 def adjust_dims(dims: np.ndarray, box_width_m: np.ndarray, rel_heading: np.ndarray | None = None) -> np.ndarray:
