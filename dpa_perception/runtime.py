@@ -173,7 +173,11 @@ class Runtime:
 
     def status(self, now_ns: int, active: bool) -> list[StatusRecord]:
         """The diagnostic statuses now (``now_ns`` on the node clock)."""
-        return self.diagnostics.build(self.pipeline.stats(), self.engine_desc, now_s=now_ns / NS_PER_S, active=active)
+        out = self.diagnostics.build(self.pipeline.stats(), self.engine_desc, now_s=now_ns / NS_PER_S, active=active)
+        if self.world is not None:
+            waiting = [c for c in self.config.tracked_cameras if not self.world.has_camera(c)]
+            out.append(self.diagnostics.world(self.world.stats(), waiting))
+        return out
 
     def close(self) -> bool:
         """Stop the worker and free the engine. False when the worker could not finish its batch in

@@ -520,3 +520,23 @@ def test_a_camera_frame_never_gives_one_track_id_to_two_detections(replayed: Rep
             arr: Any = reader.deserialize(raw, c.msgtype)
             got = [d.id for d in arr.detections if d.id]
             assert len(got) == len(set(got)), got
+
+
+def test_diagnostics_report_the_world_stage_and_cameras_waiting_for_a_geometry(tmp_path: Path) -> None:
+    rt, _engine, clock = _assemble(tmp_path)
+    try:
+        _run_frames(rt, clock, 3)
+        (world,) = [s for s in rt.status(clock[0], active=True) if s.name.endswith(": world")]
+        assert world.level == 0 and world.value(f"{CAM0} frames") == "3" and world.value("tracks_live") == "1"
+        assert world.value(f"{CAM0} dropped") == "horizon 0, range 0, roi 0"
+    finally:
+        rt.close()
+    # intrinsics from CameraInfo still to come: tracked, but no geometry yet -> WARN naming the camera
+    rt, _engine, clock = _assemble(tmp_path, **{"cameras.rsu_cam1.camera_info_topic": "/rsu/cam1/camera_info",
+                                                "cameras.rsu_cam1.pose": [0.0, 0.0, 6.0, 0.0, 0.0, 0.0, 1.0]})
+    try:
+        assert rt.config.tracked_cameras == (CAM0, CAM1)
+        (world,) = [s for s in rt.status(clock[0], active=True) if s.name.endswith(": world")]
+        assert world.level == 1 and CAM1 in world.message and "\n" not in world.message
+    finally:
+        rt.close()

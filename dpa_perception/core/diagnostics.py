@@ -18,7 +18,7 @@ Stable names (``<prefix>`` is the node name, ``dpa_perception`` by default)::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +107,25 @@ class DiagnosticsBuilder:
         for rec in out:
             rec.hardware_id = self.hardware_id
         return out
+
+    def world(self, stats: Mapping[str, Any], waiting: Sequence[str] = ()) -> StatusRecord:
+        """The world stage (ground projection + tracking): tracks, drops per camera, time per frame.
+
+        WARN while a tracked camera still waits for its geometry (CameraInfo or tf2 not received).
+        """
+        cams = stats.get("cameras") or {}
+        values = [("tracks_live", fmt(stats.get("tracks_live"))), ("tracks_confirmed", fmt(stats.get("tracks_confirmed"))),
+                  ("mean_ms", fmt(stats.get("mean_ms")))]  # fmt: skip
+        for cam, c in sorted(cams.items()):
+            dropped = ", ".join(f"{k} {v}" for k, v in sorted((c.get("dropped") or {}).items()))
+            values.append((f"{cam} frames", fmt(c.get("frames"))))
+            values.append((f"{cam} dropped", dropped or "0"))
+        values += [(f"{cam} geometry", "waiting for CameraInfo / tf2") for cam in waiting]
+        if waiting:
+            return StatusRecord(f"{self.prefix}: world", WARN, f"{len(waiting)} camera(s) without a geometry yet: "
+                                f"{', '.join(waiting)}", values, self.hardware_id)  # fmt: skip
+        msg = f"{stats.get('tracks_confirmed', 0)} tracks, {fmt(stats.get('mean_ms'))} ms per frame"
+        return StatusRecord(f"{self.prefix}: world", OK, msg, values, self.hardware_id)
 
     # ---------------------------------------------------------------- per status
 
