@@ -5,6 +5,8 @@
 
 Arguments:
   config        parameters YAML (default: the installed config/rsu_cpu.yaml)
+  cameras       camera geometry YAML written by dpa-calibrate (cameras.<key>.homography...), loaded
+                before config (default: config/no_camera_geometry.yaml, 2D output only)
   namespace     node namespace ('' = root); relative camera topics resolve inside it
   node_name     node name (default dpa_perception; also the prefix of its diagnostic names)
   autostart     true: configure, and activate when 'inactive' is first reached, via lifecycle events
@@ -31,6 +33,7 @@ from lifecycle_msgs.msg import Transition
 
 def generate_launch_description() -> LaunchDescription:
     config = LaunchConfiguration("config")
+    cameras = LaunchConfiguration("cameras")
     namespace = LaunchConfiguration("namespace")
     node_name = LaunchConfiguration("node_name")
     autostart = LaunchConfiguration("autostart")
@@ -42,7 +45,7 @@ def generate_launch_description() -> LaunchDescription:
         name=node_name,
         namespace=namespace,
         output="screen",
-        parameters=[config, {"use_sim_time": ParameterValue(use_sim_time, value_type=bool)}],
+        parameters=[cameras, config, {"use_sim_time": ParameterValue(use_sim_time, value_type=bool)}],
     )
     configure = EmitEvent(
         event=ChangeState(
@@ -75,6 +78,12 @@ def generate_launch_description() -> LaunchDescription:
                 "config",
                 default_value=PathJoinSubstitution([FindPackageShare("dpa_perception"), "config", "rsu_cpu.yaml"]),
                 description="parameters YAML file",
+            ),
+            DeclareLaunchArgument(
+                "cameras",
+                default_value=PathJoinSubstitution(
+                    [FindPackageShare("dpa_perception"), "config", "no_camera_geometry.yaml"]),
+                description="camera geometry YAML (dpa-calibrate), loaded before config",
             ),
             DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
             DeclareLaunchArgument("node_name", default_value="dpa_perception", description="node name"),

@@ -95,7 +95,7 @@ def test_geodetic_points_become_local_metres(tmp_path: Path) -> None:
     np.testing.assert_allclose(pf.cameras[0].ground, ground, atol=1e-3)
     out = tmp_path / "cameras.yaml"
     assert cli.main([str(path), "--out", str(out)]) == 0
-    params = yaml.safe_load(out.read_text())["dpa_perception"]["ros__parameters"]
+    params = yaml.safe_load(out.read_text())["/**"]["ros__parameters"]
     assert params["reference_point"] == list(REFERENCE)
     H = np.array(params["cameras"]["rsu_cam0"]["homography"]).reshape(3, 3)
     assert np.abs(C.apply_homography(H, pixels) - ground).max() < 0.01
@@ -170,16 +170,16 @@ def test_cli_writes_the_parameter_file_and_refuses_to_overwrite(tmp_path: Path, 
     assert "/rsu/cam0/image_raw/compressed (rsu_cam0): 10 points; reprojection rms" in text
     assert "/rsu/cam1/image_raw (rsu_cam1)" in text and " m, max " in text
     doc = yaml.safe_load(out.read_text())
-    cams = doc["dpa_perception"]["ros__parameters"]["cameras"]
+    cams = doc["/**"]["ros__parameters"]["cameras"]
     assert sorted(cams) == ["rsu_cam0", "rsu_cam1"] and all(len(c["homography"]) == 9 for c in cams.values())
-    assert "reference_point" not in doc["dpa_perception"]["ros__parameters"]
+    assert "reference_point" not in doc["/**"]["ros__parameters"]
     before = out.read_text()
     assert cli.main([str(points), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"dpa-calibrate: error: --out {out} already exists (--force overwrites it)"]
     assert out.read_text() == before
     assert cli.main([str(points), "--out", str(out), "--force", "--camera", "/rsu/cam1/image_raw"]) == 0
-    assert list(yaml.safe_load(out.read_text())["dpa_perception"]["ros__parameters"]["cameras"]) == ["rsu_cam1"]
+    assert list(yaml.safe_load(out.read_text())["/**"]["ros__parameters"]["cameras"]) == ["rsu_cam1"]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -220,7 +220,7 @@ def test_parameter_yaml_round_trip_values(tmp_path: Path) -> None:
     ground = _grid()
     cal = C.calibrate(C.parse_points(_doc(_project(CAM, ground), ground), "p"))
     text = C.parameter_yaml(cal, REFERENCE)
-    params = yaml.safe_load(text)["dpa_perception"]["ros__parameters"]
+    params = yaml.safe_load(text)["/**"]["ros__parameters"]
     np.testing.assert_array_equal(np.array(params["cameras"]["rsu_cam0"]["homography"]), cal[0].homography.reshape(9))
     assert params["reference_point"] == list(REFERENCE)
 
@@ -233,7 +233,7 @@ def test_written_file_loads_as_node_parameters(tmp_path: Path) -> None:
     out = tmp_path / "cameras.yaml"
     assert cli.main([str(points), "--out", str(out)]) == 0
     values = load_parameter_files([out])
-    written = yaml.safe_load(out.read_text())["dpa_perception"]["ros__parameters"]
+    written = yaml.safe_load(out.read_text())["/**"]["ros__parameters"]
     assert values["camera_topics"] == written["camera_topics"]
     for key, c in written["cameras"].items():
         assert values[f"cameras.{key}.homography"] == c["homography"]

@@ -8,7 +8,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
+
+from dpa_perception.core import node_params as P
 
 REPO = Path(__file__).resolve().parents[1]
 SKIP_CALLS = {"skip", "importorskip"}
@@ -77,3 +80,11 @@ def test_pytest_is_the_declared_test_runner_and_bounded_for_launch_testing() -> 
 def test_package_xml_declares_the_runtime_dependencies(key: str) -> None:
     deps = {e.text for e in ET.parse(REPO / "package.xml").getroot() if e.tag in ("exec_depend", "depend")}
     assert key in deps
+
+
+def test_launch_file_loads_the_camera_geometry_before_the_node_config() -> None:
+    """cameras:= (dpa-calibrate's file) first, config:= after it: the node's own file wins where both set one."""
+    text = (REPO / "launch" / "dpa_perception.launch.py").read_text()
+    assert 'parameters=[cameras, config, {"use_sim_time"' in text
+    default = yaml.safe_load((REPO / "config" / "no_camera_geometry.yaml").read_text())
+    assert list(default) == ["/**"] and set(default["/**"]["ros__parameters"]) <= set(P.SPECS)

@@ -41,7 +41,7 @@ from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.world_params import camera_key
 
 MIN_POINTS = 4
-NODE_NAME = "dpa_perception"
+NODE_NAME = "/**"  # every node name and namespace, like the shipped configs
 _COLLINEAR_RATIO = 1e-3  # smallest / largest singular value of the centred points below this: a line
 
 
