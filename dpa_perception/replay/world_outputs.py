@@ -9,6 +9,7 @@ with the frame's recorded header stamp; ``/label_info`` carries the class names 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -73,6 +74,12 @@ class WorldRecorder:
         self.counts.update({f"{k}_dropped": v for k, v in w.dropped.items()})
         self.counts["objects"] += len(objects)
 
+    def _view_range(self, origin: tuple[float, float]) -> float:
+        """How far a camera's field of view is drawn: to its farthest track (plus a margin), at most max_range_m."""
+        far = _farthest(self.records, origin)
+        max_range = float(self.runtime.values["max_range_m"])
+        return min(max_range, far + 10.0) if far > 0 else max_range
+
     def write(self, out: Path) -> dict[str, Any]:
         """tracks.jsonl and birdseye.png (with tracking), the videos; what was written, for the summary."""
         info: dict[str, Any] = {}
@@ -85,8 +92,7 @@ class WorldRecorder:
             for rec in self.records:
                 fh.write(json.dumps(rec) + "\n")
         geometries = camera_geometries(self.runtime.values)
-        max_range = float(self.runtime.values["max_range_m"])
-        fovs = {cam: (g.fov_polygon(*self.sizes.get(cam, (640, 360)), max_range), g.origin_xy)
+        fovs = {cam: (g.fov_polygon(*self.sizes.get(cam, (640, 360)), self._view_range(g.origin_xy)), g.origin_xy)
                 for cam, g in geometries.items()}  # fmt: skip
         write_birdseye(out / "birdseye.png", self.records, fovs, self.runtime.class_names,
                        title=f"tracks in {self.frame_id} (m)")  # fmt: skip
@@ -95,6 +101,12 @@ class WorldRecorder:
                      "dropped": {k: v for k, v in self.counts.items() if k.endswith("_dropped")},
                      "world_stage": self.runtime.world.stats()})  # fmt: skip
         return info
+
+def _farthest(records: list[dict[str, Any]], origin: tuple[float, float]) -> float:
+    """The farthest object from ``origin`` in the per-camera records (0 without any)."""
+    d = [math.hypot(o["x"] - origin[0], o["y"] - origin[1]) for rec in records if rec["camera"] for o in rec["objects"]]
+    return max(d, default=0.0)
+
 
 def _header(camera: str, r: FrameResult, stamp_ns: int) -> str:
     vis = f"visibility {r.visibility.degradation:.2f} {r.visibility.label}" if r.visibility else ""
