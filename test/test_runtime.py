@@ -17,7 +17,8 @@ from dpa_perception.tools.replay import main as replay_main
 from dpa_perception.tools.replay import parser, replay_values
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "config").glob("*.yaml"))
+# the node configs (a fragment such as no_camera_geometry.yaml, the launch default of cameras:=, is not one)
+CONFIGS = sorted(c for c in (REPO / "config").glob("*.yaml") if "engine_dir" in c.read_text())
 NS = 1_000_000_000
 
 
