@@ -23,6 +23,7 @@ from dpa_perception.backends.onnxruntime_backend import OrtOptions
 from dpa_perception.core import node_params as P
 from dpa_perception.core.diagnostics import DiagnosticsBuilder, StatusRecord
 from dpa_perception.core.errors import ConfigError
+from dpa_perception.core.input_shape import resolve_input_shape
 from dpa_perception.core.pipeline import Pipeline, PipelineConfig
 from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.preprocess import resized_hw
@@ -54,6 +55,7 @@ class RuntimeConfig:
     world: WorldConfig
     tracked_cameras: tuple[str, ...]  # cameras with a geometry (world output), when tracking is on
     publish_threshold: float  # the 2D output's score threshold (the engine decodes down to the tracker's)
+    rect_min_agreement: float  # input_shape auto: the least rect-vs-square F1 for rect
 
 
 WORLD_LIVE = frozenset(p.name for p in WORLD_PARAMS if p.live)
@@ -88,6 +90,7 @@ def _config_of(v: Mapping[str, Any]) -> RuntimeConfig:
         world=world,
         tracked_cameras=tracked,
         publish_threshold=float(v["score_threshold"]),
+        rect_min_agreement=float(v["rect_min_agreement"]),
     )
 
 
@@ -200,13 +203,14 @@ def open_engine(cfg: RuntimeConfig, warmup_runs: int = WARMUP_RUNS) -> DualModeE
         gpu_fallback=cfg.gpu_fallback,
     )
     try:
-        if not engine.supports(cfg.pipeline.input_shape):
+        shape, _ = input_shape_of(engine, cfg)
+        if not engine.supports(shape):
             raise ConfigError(
-                f"input_shape {cfg.pipeline.input_shape} needs an engine with dynamic height/width; "
+                f"input_shape {shape} needs an engine with dynamic height/width; "
                 "this one is fixed: use input_shape square or rebuild with dynamic shapes"
             )
         if warmup_runs:
-            engine.warmup(warmup_runs, input_shape=cfg.pipeline.input_shape)
+            engine.warmup(warmup_runs, input_shape=shape)
     except BaseException:
         engine.close()
         raise
@@ -236,6 +240,8 @@ def assemble(
         engine = open_engine(cfg, warmup_runs)
     else:
         _check_reused(engine, cfg)
+    shape, why = input_shape_of(engine, cfg)
+    cfg = replace(cfg, pipeline=replace(cfg.pipeline, input_shape=shape))  # auto resolved for this engine
     try:
         spec = engine.spec
         target = (lambda h, w: resized_hw((h, w), spec)) if cfg.reduced_decode else None
@@ -253,15 +259,25 @@ def assemble(
     diag = DiagnosticsBuilder(prefix=prefix, hardware_id=hardware_id,
                               latency_error_after_s=cfg.latency_error_after_s,
                               degraded_threshold=cfg.degraded_threshold)  # fmt: skip
-    return Runtime(cfg, validated, engine, pipeline, diag, engine.describe(), world)
+    desc = {**engine.describe(), "input_shape": shape, "input_shape_reason": why}
+    return Runtime(cfg, validated, engine, pipeline, diag, desc, world)
+
+
+def input_shape_of(engine: Any, cfg: RuntimeConfig) -> tuple[str, str]:
+    """The input shape policy ``cfg`` runs on ``engine`` (``auto`` resolved from its manifest), and why."""
+    manifest = getattr(engine, "manifest", None)
+    rect = manifest.sections.get("rect") if manifest is not None else None
+    return resolve_input_shape(cfg.pipeline.input_shape, bool(getattr(engine, "dynamic_hw", False)), rect,
+                               cfg.rect_min_agreement)  # fmt: skip
 
 
 def _check_reused(engine: DualModeEngine, cfg: RuntimeConfig) -> None:
     if Path(engine.engine_dir).resolve() != Path(cfg.engine_dir).resolve() or engine.backend != cfg.backend:
         raise ConfigError(f"the engine given was loaded from {engine.engine_dir} ({engine.backend}), "
                           f"the parameters name {cfg.engine_dir} ({cfg.backend})")
-    if not engine.supports(cfg.pipeline.input_shape):
-        raise ConfigError(f"the engine does not support input_shape {cfg.pipeline.input_shape!r}")
+    shape, _ = input_shape_of(engine, cfg)
+    if not engine.supports(shape):
+        raise ConfigError(f"the engine does not support input_shape {shape!r}")
     engine.decode = cfg.decode
 
 

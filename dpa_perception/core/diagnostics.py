@@ -173,6 +173,8 @@ class DiagnosticsBuilder:
             values.append(("family", fmt(d.get("family"))))
         if d.get("input_hw") is not None:
             values.append(("input_hw", "x".join(str(v) for v in d["input_hw"])))
+        if d.get("input_shape") is not None:
+            values += [("input_shape", fmt(d.get("input_shape"))), ("input_shape_reason", fmt(d.get("input_shape_reason")))]
         parts = []
         for mode in ("int8", "high"):
             v = variants.get(mode) or {}

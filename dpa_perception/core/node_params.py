@@ -28,11 +28,11 @@ from dpa_perception.core.param_spec import (  # noqa: F401  (re-exported: the on
     _fmt,
 )
 from dpa_perception.core.topics import check_topic_name, objects_topic, resolve_output_topics
-from dpa_perception.core.types import BACKENDS, INPUT_SHAPE_POLICIES, PRECISION_MODES
+from dpa_perception.core.types import BACKENDS, INPUT_SHAPE_CHOICES, PRECISION_MODES
 from dpa_perception.core.world_params import CAMERA_FIELDS, WORLD_PARAMS, camera_key, camera_specs, field_spec
 
 PLACEMENTS = ("auto", "cpu", "gpu", "dla:0", "dla:1")
-INPUT_SHAPES = INPUT_SHAPE_POLICIES
+INPUT_SHAPES = INPUT_SHAPE_CHOICES
 QOS_RELIABILITY = ("best_effort", "reliable", "system_default")
 QOS_HISTORY = ("keep_last", "keep_all", "system_default")
 MAX_CLASS_ID = 65534  # vision_msgs/VisionClass.class_id is uint16; 65535 means UNLABELED
@@ -74,8 +74,12 @@ PARAMS: tuple[ParamSpec, ...] = (
               "deactivate/cleanup wait this long for the batch being inferred before reporting that the "
               "worker could not stop (it then exits after that batch).", min=0.1, max=600.0),
     ParamSpec("input_shape", STRING, "square",
-              "Letterbox canvas: square (model size) or rect (smallest stride multiple; needs dynamic H/W).",
-              choices=INPUT_SHAPES),
+              "Letterbox canvas: square (model size), rect (smallest stride multiple; needs dynamic H/W), or auto "
+              "(rect where dpa-build measured rect agreeing with square at rect_min_agreement or better, and not "
+              "slower; else square; the choice and why are on /diagnostics).", choices=INPUT_SHAPES),
+    ParamSpec("rect_min_agreement", DOUBLE, 0.95,
+              "input_shape auto: the least F1 of rect against square detections (measured by dpa-build on the "
+              "build's frames) for rect to be used.", min=0.0, max=1.0),
     # ---- precision governor (live)
     ParamSpec("precision_mode", STRING, "auto",
               "auto: governor picks per frame; int8 / high: force one variant.", live=True,

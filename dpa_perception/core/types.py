@@ -16,6 +16,8 @@ Backend = Literal["onnxruntime", "tensorrt"]
 BACKENDS: tuple[Backend, ...] = ("onnxruntime", "tensorrt")
 InputShapePolicy = Literal["square", "rect"]
 INPUT_SHAPE_POLICIES: tuple[InputShapePolicy, ...] = ("square", "rect")
+# the input_shape parameter: a policy, or auto (rect where the build measured it agrees with square)
+INPUT_SHAPE_CHOICES: tuple[str, ...] = (*INPUT_SHAPE_POLICIES, "auto")
 # What happened to one input frame: run through the detector, dropped unprocessed (stale, late,
 # replaced by a newer frame of its camera), or rejected as malformed before it reached the pipeline.
 FrameStatus = Literal["processed", "dropped", "rejected"]
