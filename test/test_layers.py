@@ -84,3 +84,15 @@ def test_files_and_functions_stay_small(path: Path) -> None:
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno
             and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]  # fmt: skip
     assert not long, f"{path.name}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_the_runtime_path_loads_no_build_or_report_library_at_import() -> None:
+    """The node's and the replay's assembly import neither onnx (build only) nor scipy.optimize (0.5 s; loaded at
+    the tracker's first assignment) nor matplotlib (reports, written at the end)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dpa_perception.runtime, dpa_perception.replay.run, dpa_perception.tools.detect; "
+            "print(sorted(m for m in ('onnx', 'scipy', 'matplotlib', 'pymap3d', 'motmetrics') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from dpa_perception.core.types import NS_PER_S, class_name
 from dpa_perception.world.measurements import Measurements, StepResult
@@ -212,6 +211,8 @@ class Tracker:
         d2, ok = self._cost(ti, dj, group, z, R, gate_m, t)
         if not ok.any():
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        from scipy.optimize import linear_sum_assignment  # here: importing scipy.optimize takes 0.5 s at start-up
+
         r, c = linear_sum_assignment(np.where(ok, d2, FORBIDDEN))
         keep = ok[r, c]
         return ti[r[keep]], dj[c[keep]]
