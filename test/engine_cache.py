@@ -58,3 +58,18 @@ def cached_engine_dir(model: Path = DEFAULT_MODEL, calib: Path = DEFAULT_CALIB, 
     root.mkdir(parents=True, exist_ok=True)
     build_engine_dir(model, calib, out, progress=False, force=True, log=lambda _msg: None, **build_args)
     return out
+
+
+def demo_engine_dir(tmp: Path) -> Path:
+    """The shipped demo detector's engine folder, calibrated on 8 rendered frames written into ``tmp``
+    (built once and cached, like any other)."""
+    import cv2
+
+    from dpa_perception.demo.scene import sample
+
+    calib = tmp / "calib"
+    calib.mkdir()
+    for i in range(8):
+        img, _, _, _ = sample(900 + i)
+        cv2.imwrite(str(calib / f"{i}.png"), img)
+    return cached_engine_dir(REPO / "dpa_perception" / "demo" / "assets" / "demo_detector.onnx", calib, bench_runs=3)

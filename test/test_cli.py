@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+from engine_cache import demo_engine_dir
 
 from dpa_perception.tools import bench, build, detect
 
@@ -234,22 +235,6 @@ def test_bench_bad_options_are_one_line(yolox_engine_dir: Path, tmp_path: Path, 
     assert argv[0].split("=")[0] in line
 
 
-def _demo_engine(tmp_path: Path) -> Path:
-    """The shipped demo detector's engine folder (built once and cached, as test_demo_scene.py does)."""
-    import cv2
-    from engine_cache import cached_engine_dir
-
-    from dpa_perception.demo.scene import sample
-
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    for i in range(8):
-        img, _, _, _ = sample(900 + i)
-        cv2.imwrite(str(calib / f"{i}.png"), img)
-    model = Path(__file__).resolve().parents[1] / "dpa_perception" / "demo" / "assets" / "demo_detector.onnx"
-    return cached_engine_dir(model, calib, bench_runs=3)
-
-
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
@@ -271,7 +256,7 @@ def test_eval_on_the_demo_engine_missing_or_modified(tmp_path: Path, capsys: pyt
 
     from dpa_perception.demo import evaluate
 
-    demo = _demo_engine(tmp_path)
+    demo = demo_engine_dir(tmp_path)
     before = _snapshot(demo)
     out_json = tmp_path / "eval.json"
     assert evaluate.main(["--engine", str(demo), "--frames", "1", "--json", str(out_json)]) == 0

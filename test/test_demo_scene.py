@@ -151,21 +151,14 @@ def test_shipped_model_matches_its_description() -> None:
 
 
 def test_shipped_model_detects_objects_with_the_engine(tmp_path: Path) -> None:
-    from engine_cache import cached_engine_dir
+    from engine_cache import demo_engine_dir
 
     from dpa_perception.demo.evaluate import eval_frames, mean_ap
     from dpa_perception.inference.engine import DualModeEngine
 
     model = ASSETS / "demo_detector.onnx"
     assert model.is_file(), f"{model} is tracked in git and shipped with the package"
-    import cv2
-
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    for i in range(8):
-        img, _, _, _ = sample(900 + i)
-        cv2.imwrite(str(calib / f"{i}.png"), img)
-    out = cached_engine_dir(model, calib, bench_runs=3)  # the rendered frames are deterministic: cached
+    out = demo_engine_dir(tmp_path)  # the rendered frames are deterministic: cached
     images, gts = eval_frames(6, "clear")
     engine = DualModeEngine(out)
     try:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from engine_cache import demo_engine_dir
 
 from dpa_perception.core import node_params as P
 from dpa_perception.core.errors import ConfigError
@@ -272,22 +273,6 @@ def test_dpa_replay_set_accepts_camera_parameters(tmp_path: Path, capsys: pytest
 # ---------------------------------------------------------------- dpa-replay on the demo bag
 
 
-def _demo_engine(tmp: Path) -> Path:
-    """The shipped demo detector's engine folder (built once and cached, as test_demo_scene.py does)."""
-    import cv2
-    from engine_cache import cached_engine_dir
-
-    from dpa_perception.demo.scene import sample
-
-    calib = tmp / "calib"
-    calib.mkdir()
-    for i in range(8):
-        img, _, _, _ = sample(900 + i)
-        cv2.imwrite(str(calib / f"{i}.png"), img)
-    model = Path(__file__).resolve().parents[1] / "dpa_perception" / "demo" / "assets" / "demo_detector.onnx"
-    return cached_engine_dir(model, calib, bench_runs=3)
-
-
 @dataclass
 class Replayed:
     bag: Path
@@ -310,7 +295,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Replayed:
     from dpa_perception.tools.calibrate import main as calibrate_main
 
     tmp = tmp_path_factory.mktemp("world_replay")
-    engine_dir = _demo_engine(tmp)
+    engine_dir = demo_engine_dir(tmp)
     bag = tmp / "demo"
     info = make_bag(bag, cameras=2, seconds=1.5, fps=6.0, seed=1, progress=False)
     cams = tmp / "cameras.yaml"
