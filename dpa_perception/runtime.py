@@ -72,8 +72,7 @@ def _config_of(v: Mapping[str, Any]) -> RuntimeConfig:
     pipeline.validate()
     tracked = tracked_cameras(v)
     decode = _decode_config(v, bool(tracked))
-    world = WorldConfig.from_values(v)
-    world.validate()
+    world = WorldConfig.from_values(v)  # validated
     return RuntimeConfig(
         engine_dir=str(v["engine_dir"]),
         backend=v["backend"],
