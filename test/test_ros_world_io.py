@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_ros_conversions import FAKE
 
 from dpa_perception.bags.messages import TILT_VARIANCE, Z_VARIANCE, quaternion_yaw
 from dpa_perception.core.types import Detections
-from dpa_perception.ros.conversions import VisionTypes, box_records, detection_array_msg
+from dpa_perception.ros.conversions import box_records, detection_array_msg
 from dpa_perception.ros.world_io import CPM_NAME, WorldIO, fill_objects_array
 from dpa_perception.world.objects import WorldObject
 
@@ -95,47 +96,7 @@ class _Det3DArray:
     detections: list = field(default_factory=list)
 
 
-# 2D (as test_ros_conversions.py)
-@dataclass
-class _Point2D:
-    x: float = 0.0
-    y: float = 0.0
-
-
-@dataclass
-class _Pose2D:
-    position: _Point2D = field(default_factory=_Point2D)
-    theta: float = 0.0
-
-
-@dataclass
-class _BBox2D:
-    center: _Pose2D = field(default_factory=_Pose2D)
-    size_x: float = 0.0
-    size_y: float = 0.0
-
-
-@dataclass
-class _Det2D:
-    header: Any = None
-    results: list = field(default_factory=list)
-    bbox: _BBox2D = field(default_factory=_BBox2D)
-    id: str = ""
-
-
-@dataclass
-class _Det2DArray:
-    header: Any = None
-    detections: list = field(default_factory=list)
-
-
-@dataclass
-class _HypWithPose2D:
-    hypothesis: _Hyp = field(default_factory=_Hyp)
-    pose: Any = None
-
-
-FAKE_2D = VisionTypes(_Det2DArray, _Det2D, _HypWithPose2D, object, object)
+FAKE_2D = FAKE  # the 2D look-alike messages of test_ros_conversions.py
 
 
 @dataclass
