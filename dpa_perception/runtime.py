@@ -173,6 +173,22 @@ class Runtime:
         self.values = merged
         return live
 
+    def update_camera_geometry(self, camera: str, changes: Mapping[str, Any]) -> bool:
+        """Give ``camera`` the geometry of its parameters with ``changes`` (CameraInfo's k and d, a tf2 pose).
+
+        True when its geometry changed; False when the changes change nothing or still give no
+        geometry. Refused (:class:`ConfigError`, nothing changed) when the merged values are invalid.
+        """
+        if self.world is None or all(self.values.get(k) == v for k, v in changes.items()):
+            return False
+        merged = P.validate_values({**self.values, **changes})
+        geometry = geometry_from_values(merged, camera)
+        if geometry is None:
+            return False
+        self.world.set_geometry(camera, geometry)
+        self.values = {**self.values, **{k: merged[k] for k in changes}}
+        return True
+
     def status(self, now_ns: int, active: bool) -> list[StatusRecord]:
         """The diagnostic statuses now (``now_ns`` on the node clock)."""
         out = self.diagnostics.build(self.pipeline.stats(), self.engine_desc, now_s=now_ns / NS_PER_S, active=active)

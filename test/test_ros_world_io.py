@@ -22,6 +22,7 @@ from dpa_perception.bags.messages import TILT_VARIANCE, Z_VARIANCE, quaternion_y
 from dpa_perception.core.types import Detections
 from dpa_perception.ros.conversions import box_records, detection_array_msg
 from dpa_perception.ros.world_io import CPM_NAME, WorldIO, fill_objects_array
+from dpa_perception.runtime import Runtime
 from dpa_perception.world.objects import WorldObject
 
 REPO = Path(__file__).resolve().parents[1]
@@ -327,10 +328,12 @@ def test_camera_info_rebuilds_the_geometry_once_and_refuses_a_bad_one() -> None:
     stage = WorldStage({}, WorldConfig(), ["person", "car"])
 
     @dataclass
-    class _Runtime:
+    class _Runtime:  # the runtime's own geometry update, on a bare world stage
         world: Any
+        values: dict[str, Any]
+        update_camera_geometry = Runtime.update_camera_geometry
 
-    io = _io(values, _Runtime(stage))
+    io = _io(values, _Runtime(stage, dict(values)))
     assert not stage.has_camera(CAM)
 
     @dataclass

@@ -20,11 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from dpa_perception.bags.messages import pose_covariance, yaw_quaternion
-from dpa_perception.core import node_params as P
 from dpa_perception.core.topics import OBJECTS_NAME, objects_topic
 from dpa_perception.core.world_params import camera_param
 from dpa_perception.world.cpm import cpm_objects
-from dpa_perception.world.geometry import CameraGeometry, geometry_from_values
 from dpa_perception.world.objects import WorldObject
 
 CPM_NAME = OBJECTS_NAME + "/cpm"
@@ -117,11 +115,8 @@ class WorldIO:
 
     def _info_cb(self, camera: str) -> Any:
         def cb(msg: Any) -> None:
-            k, d = [float(v) for v in msg.k], [float(v) for v in msg.d]
-            key_k, key_d = camera_param(camera, "camera_matrix"), camera_param(camera, "distortion")
-            if self.values.get(key_k) == k and self.values.get(key_d) == d:
-                return
-            self._rebuild(camera, {key_k: k, key_d: d})
+            self._update(camera, {camera_param(camera, "camera_matrix"): [float(v) for v in msg.k],
+                                  camera_param(camera, "distortion"): [float(v) for v in msg.d]})  # fmt: skip
 
         return cb
 
@@ -141,20 +136,17 @@ class WorldIO:
                 continue
             pose = [t.translation.x, t.translation.y, t.translation.z,
                     t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w]  # fmt: skip
-            if self._rebuild(cam, {camera_param(cam, "pose"): [float(v) for v in pose]}):
+            if self._update(cam, {camera_param(cam, "pose"): [float(v) for v in pose]}):
                 self._tf_pending.remove(cam)
 
-    def _rebuild(self, camera: str, changes: dict[str, Any]) -> bool:
-        """Rebuild one camera's geometry from the merged values; False (logged) when refused."""
-        merged = {**self.values, **changes}
+    def _update(self, camera: str, changes: dict[str, Any]) -> bool:
+        """The runtime's geometry update (:meth:`Runtime.update_camera_geometry`), logged; False when refused."""
         try:
-            geometry: CameraGeometry | None = geometry_from_values(P.validate_values(merged), camera)
+            changed = self.runtime.update_camera_geometry(camera, changes)
         except Exception as exc:
             self.node.get_logger().error(f"camera {camera}: geometry update refused: {exc}")
             return False
-        if geometry is None or self.runtime.world is None:
-            return False
-        self.runtime.world.set_geometry(camera, geometry)
-        self.values.update(changes)
-        self.node.get_logger().info(f"camera {camera}: geometry updated from {', '.join(changes)}")
+        if changed:
+            self.values.update(changes)
+            self.node.get_logger().info(f"camera {camera}: geometry updated from {', '.join(changes)}")
         return True
