@@ -386,7 +386,16 @@ def test_manifest_content(yolox_engine_dir: Path, testdata: Path) -> None:
     assert 0.0 <= agree["recall"] <= 1.0 and 0.0 <= agree["precision"] <= 1.0 and agree["n_ref"] > 0
     lat = man.sections["latency_ms"]
     assert lat["high"] > 0 and lat["int8"] > 0
-    assert lat["speedup"] == pytest.approx(lat["high"] / lat["int8"], rel=0.01)
+    lo, hi = lat["speedup_ci"]
+    assert lo <= lat["speedup"] <= hi and lat["rounds"] >= 5
+    # the verdict is what the interval says against the threshold (undecided when it straddles it)
+    t, eps = lat["min_speedup"], 0.0005  # the record is rounded to 3 decimals
+    if lat["int8_verdict"] == "pays":
+        assert lo >= t - eps
+    elif lat["int8_verdict"] == "does_not_pay":
+        assert hi <= t + eps
+    else:
+        assert lo <= t + eps and hi >= t - eps and lat["rounds"] == 12
     tools = man.sections["tools"]
     for key in ("dpa_perception", "onnx", "onnxruntime", "numpy", "python"):
         assert isinstance(tools.get(key), str) and tools[key][0].isdigit(), key
@@ -479,3 +488,30 @@ def test_int8_score_offset_recorded_and_applied(yolox_engine_dir: Path, engine: 
         engine.score_offsets = {"int8": offset, "high": 0.0}
     assert len(calibrated) >= len(raw)
     np.testing.assert_allclose(calibrated.scores[: len(raw)].max(), min(raw.scores.max() + offset, 1.0), atol=1e-5)
+
+
+def test_engine_takes_the_int8_verdict_from_its_manifest(yolox_engine_dir: Path, tmp_path: Path) -> None:
+    """A folder whose build measured INT8 no faster: the engine says so, and auto runs high precision."""
+    from dpa_perception.core.pipeline import Pipeline, PipelineConfig
+
+    folder = tmp_path / "engine"
+    shutil.copytree(yolox_engine_dir, folder)
+    d = json.loads((folder / "manifest.json").read_text())
+    d["latency_ms"].update(int8_verdict="does_not_pay", speedup=0.96, speedup_ci=[0.93, 0.99])
+    (folder / "manifest.json").write_text(json.dumps(d))
+    engine = DualModeEngine(folder)
+    try:
+        assert engine.int8_pays is False
+        assert "does not pay" in engine.describe()["int8"] and "auto runs high precision" in engine.describe()["int8"]
+        p = Pipeline(engine, PipelineConfig(latency_budget_ms=5_000.0))
+        assert p.governor.int8_pays is False
+        p.submit("cam", np.full((240, 320, 3), 128, np.uint8), p.clock_ns())
+        (r,) = p.step()
+        assert (r.status, r.mode, r.reason) == ("processed", "high", "int8_does_not_pay")
+    finally:
+        engine.close()
+    built = DualModeEngine(yolox_engine_dir)  # as built here: what this machine measured
+    try:
+        assert built.int8_pays is (Manifest.load(yolox_engine_dir).int8_verdict()[0] == "pays")
+    finally:
+        built.close()

@@ -129,6 +129,40 @@ def test_budget_never_falls_back_to_an_int8_that_is_not_faster(policy: str, expe
     assert (gov.decide("cam", 0.95, 0.0, 1).mode, gov.decide("cam", 0.95, 0.0, 1).reason) == expected
 
 
+@pytest.mark.parametrize("policy", ["shed", "high"])
+def test_auto_is_high_everywhere_when_the_build_says_int8_does_not_pay(policy: str) -> None:
+    """The engine's verdict (manifest) says INT8 does not pay: auto runs high in every condition and
+    never falls back to INT8 for the budget, even where INT8 is predicted faster right now."""
+    gov = PrecisionGovernor(GovernorConfig(min_dwell_frames=0, budget_fallback=policy))
+    gov.int8_pays = False
+    warm_model(gov.model, {"high": 20.0, "int8": 10.0})
+    for deg in (0.0, 0.2, 0.95, 0.1):
+        d = gov.decide("cam", deg, 0.0, 1)
+        assert (d.mode, d.reason) == ("high", "int8_does_not_pay")
+    warm_model(gov.model, {"high": 200.0, "int8": 10.0})  # under load: high does not fit
+    d = gov.decide("cam", 0.0, 0.0, 1)
+    assert d.mode != "int8" and d.reason == {"shed": "budget_shed", "high": "budget_high"}[policy]
+    assert gov.fastest_mode() == "high"
+    gov.config = GovernorConfig(precision_mode="int8")  # forcing INT8 still obeys the setting
+    assert gov.decide("cam", 0.0, 0.0, 1).mode == "int8" and gov.fastest_mode() == "int8"
+
+
+def test_pipeline_takes_the_verdict_from_the_engine_and_runs_no_int8_under_load() -> None:
+    clock = FakeClock()
+    engine = CostEngine(clock, {"int8": (0.0, 5.0), "high": (0.0, 30.0)})
+    engine.int8_pays = False  # type: ignore[attr-defined]
+    p = make_pipeline(clock, engine, min_dwell_frames=0, latency_budget_ms=85.0, max_batch=4)
+    warm_model(p.governor.model, {"high": 30.0, "int8": 5.0})
+    out: list[FrameResult] = []
+    for i in range(40):  # four cameras, 40 rounds: more work than high precision can do in the budget
+        for c in range(4):
+            p.submit(f"cam{c}", frame(0.9 if i % 2 else 0.0), clock.t)
+        out += p.step()
+    assert engine.calls and {m for m, _ in engine.calls} == {"high"}
+    assert {r.reason for r in out if r.status == "processed"} <= {"int8_does_not_pay"}
+    assert not any(r.mode == "int8" for r in out)
+
+
 def test_budget_shed_frames_are_dropped_and_counted_by_the_pipeline() -> None:
     clock = FakeClock()
     engine = CostEngine(clock, {"int8": (0.0, 90.0), "high": (0.0, 80.0)})

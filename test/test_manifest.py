@@ -282,3 +282,25 @@ def test_missing_folder_and_missing_manifest(tmp_path: Path) -> None:
         Manifest.load(tmp_path / "nothing")
     with pytest.raises(ManifestError, match="no manifest"):
         Manifest.load(tmp_path)
+
+
+@pytest.mark.parametrize("latency, verdict, words", [
+    ({"int8_verdict": "pays", "speedup": 1.4, "speedup_ci": [1.3, 1.5], "min_speedup": 1.05}, "pays", "1.40x"),
+    ({"int8_verdict": "does_not_pay", "speedup": 0.96, "speedup_ci": [0.93, 0.99], "min_speedup": 1.05},
+     "does_not_pay", "does not pay"),
+    ({"int8_verdict": "undecided", "speedup": 1.04}, "undecided", "nan"),
+    ({"high": 8.0, "int8": 7.0}, None, "rebuild"),  # an older dpa-build: not judged
+])  # fmt: skip
+def test_int8_verdict_reads_the_build_record(tmp_path: Path, latency: dict, verdict: str | None, words: str) -> None:
+    m = Manifest.from_dict({**_on_disk(tmp_path), "latency_ms": latency}, "test")
+    got, line = m.int8_verdict()
+    assert got == verdict and words in line and "\n" not in line
+
+
+@pytest.mark.parametrize("latency", [{"int8_verdict": "maybe"}, {"int8_verdict": "pays", "speedup": "fast"},
+                                     {"int8_verdict": "pays", "speedup_ci": ["a", 1.0]}])
+def test_a_malformed_int8_verdict_is_refused_in_one_line(tmp_path: Path, latency: dict) -> None:
+    m = Manifest.from_dict({**_on_disk(tmp_path), "latency_ms": latency}, "test")
+    with pytest.raises(ManifestError) as e:
+        m.int8_verdict()
+    assert "latency_ms" in str(e.value) and "\n" not in str(e.value)

@@ -350,8 +350,9 @@ def real_images(testdata: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def test_real_engine_auto_mode_follows_real_visibility(warm_yolox_engine: DualModeEngine,
+def test_real_engine_auto_mode_follows_real_visibility(warm_yolox_engine: DualModeEngine, monkeypatch: pytest.MonkeyPatch,
                                                        real_images: dict[str, np.ndarray]) -> None:
+    monkeypatch.setattr(warm_yolox_engine, "int8_pays", True)  # about visibility, not this machine's verdict
     clock = FakeClock()
     # a generous budget: this test is about visibility, not about the speed of this machine
     p = Pipeline(warm_yolox_engine, PipelineConfig(min_dwell_frames=0, latency_budget_ms=5_000.0), clock_ns=clock)
@@ -376,7 +377,9 @@ def test_real_engine_auto_mode_follows_real_visibility(warm_yolox_engine: DualMo
 
 
 def test_real_engine_cameras_batch_and_hold_their_own_mode(warm_yolox_engine: DualModeEngine,
-                                                          real_images: dict[str, np.ndarray]) -> None:
+                                                          real_images: dict[str, np.ndarray],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(warm_yolox_engine, "int8_pays", True)  # about visibility, not this machine's verdict
     clock = FakeClock()
     p = Pipeline(warm_yolox_engine, PipelineConfig(min_dwell_frames=0, latency_budget_ms=5_000.0), clock_ns=clock)
     out: list[FrameResult] = []

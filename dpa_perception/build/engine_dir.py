@@ -35,9 +35,9 @@ from dpa_perception.build.prepare import HighVariant, prepare_high
 from dpa_perception.build.publish import check_out_dir, hidden_prefix, publish
 from dpa_perception.build.quantize import CALIBRATION_METHODS, Calibrated, FrameReader
 from dpa_perception.build.rect import measure_rect
-from dpa_perception.build.report import write_report
+from dpa_perception.build.report import SpeedPanel, write_report
 from dpa_perception.build.score_offset import ScoreOffset, fit_score_offset
-from dpa_perception.build.timing import time_variants
+from dpa_perception.build.timing import SpeedVerdict, compare_speed
 from dpa_perception.core.errors import ConfigError, ImageError, ModelError
 from dpa_perception.core.manifest import Manifest, ModelEntry, VariantEntry, sha256_file
 from dpa_perception.core.model_spec import ModelSpec
@@ -62,7 +62,8 @@ class BuildOptions:
     percentile: float = 99.99  # for the percentile method
     calib_frames: int = 32  # at most this many calibration frames
     topics: Sequence[str] | None = None  # image topics of a calibration bag (None: all)
-    bench_runs: int = 20  # timed runs per variant
+    bench_runs: int = 20  # timed runs per variant (per round of the INT8 verdict)
+    min_int8_speedup: float = 1.05  # INT8 pays above this speed-up (95 % confidence), else auto keeps high
     plan: str = "auto"  # sensitivity, prefix, or auto (the faster of the two that meets max_error)
     force: bool = False  # replace an existing output folder
     progress: bool = True  # progress bars on stderr
@@ -83,6 +84,8 @@ class BuildOptions:
             raise ConfigError("--calib-frames must be at least 1")
         if self.bench_runs < 1:
             raise ConfigError("--bench-runs must be at least 1")
+        if not 0.5 <= self.min_int8_speedup <= 10.0:
+            raise ConfigError("--min-int8-speedup must be within [0.5, 10]")
 
 
 # ---------------------------------------------------------------- steps before the temp folder
@@ -207,23 +210,24 @@ def plan_precision(job: Job, cal: Calibration, ev_select: Evaluator) -> Plan:
 class Measured:
     """Latency of both variants here (batch 1) and, for models with symbolic H, W, the rect input shape."""
 
-    latency: dict[str, float]
-    speedup: float
+    speed: SpeedVerdict
     rect: dict[str, Any] | None
 
 
 def measure(job: Job, high: HighVariant, plan: Plan, cal: Calibration, score: ScoreOffset) -> Measured:
-    """Time high against INT8 (warn when INT8 is no faster) and measure the rect input shape."""
-    latency = time_variants({"high": high.path, "int8": plan.int8_path}, cal.tensor, job.opts.bench_runs, OrtOptions())
-    speedup = latency["high"] / latency["int8"]
+    """Whether INT8 pays here (interleaved rounds until sure, :func:`compare_speed`; a warning when it
+    does not) and the rect input shape."""
+    speed = compare_speed(high.path, plan.int8_path, cal.tensor, job.opts.bench_runs, OrtOptions(),
+                          job.opts.min_int8_speedup)  # fmt: skip
     final = score.final
     job.log(f"dpa-build: INT8 vs high on held-out: recall {final.recall:.3f} precision {final.precision:.3f}; "
-            f"latency high {latency['high']:.1f} ms, int8 {latency['int8']:.1f} ms ({speedup:.2f}x)")  # fmt: skip
-    if speedup <= 1.0:
-        warnings.warn(f"the INT8 variant is NOT faster than high precision on this machine ({speedup:.2f}x)", stacklevel=1)
+            f"latency high {speed.high_ms:.1f} ms, int8 {speed.int8_ms:.1f} ms: {speed.describe()}")  # fmt: skip
+    if not speed.pays:
+        warnings.warn(f"{speed.describe()} on this machine: input_shape aside, precision_mode auto will run "
+                      f"high precision only", stacklevel=1)  # fmt: skip
     decode = DecodeConfig(score_threshold=SCORE_THRESHOLD, nms_iou=NMS_IOU)
     rect = measure_rect(high.path, job.spec, job.frames.all, decode, job.opts.bench_runs) if high.dynamic_hw else None
-    return Measured(latency, speedup, rect)
+    return Measured(speed, rect)
 
 
 @dataclass(frozen=True)
@@ -266,12 +270,13 @@ def _sections(job: Job, built: Built) -> dict[str, Any]:
             "kept_nodes": sorted(plan.kept_nodes),
             "strategy": plan.strategy,
             "plans": plan.summary,
+            "high_ms": plan.high_ms,
         },
         "agreement": {"int8_vs_high_held_out": built.score.final.as_dict(),
                       "int8_vs_high_held_out_without_score_offset": built.score.uncalibrated.as_dict(),
                       "iou": AGREEMENT_IOU, "score_threshold": SCORE_THRESHOLD,
                       "class_aware": True},
-        "latency_ms": {**m.latency, "speedup": round(m.speedup, 3), "batch": 1,
+        "latency_ms": {**m.speed.as_dict(), "batch": 1,
                        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                        "session": "1 intra-op thread, spinning off"},
         "rect": m.rect,
@@ -329,9 +334,12 @@ def build_into(job: Job, model: onnx.ModelProto) -> Manifest:
     trt_path = cal.quantizer.quantize_except(job.folder / "int8_trt.onnx", "tensorrt", plan.kept_nodes)
     score = fit_score_offset(plan.int8_path, ev_select, ev, job.log)
     measured = measure(job, high, plan, cal, score)
+    agreement = {"recall": score.final.recall, "precision": score.final.precision}
+    panel = SpeedPanel(measured.speed.high_ms, measured.speed.int8_ms, measured.speed.as_dict(), plan.summary,
+                       plan.high_ms, plan.strategy, agreement)  # fmt: skip
     write_report(job.folder, cal.units, plan.curve, job.opts.max_error,
                  f"{job.model_path.name}: per-layer INT8 sensitivity ({job.opts.method} calibration, "
-                 f"{len(job.frames.calib)} frames)")  # fmt: skip
+                 f"{len(job.frames.calib)} frames)", panel)  # fmt: skip
     cal.quantizer.cache.unlink(missing_ok=True)
     return write_manifest(job, Built(high, plan, trt_path, cal.units, score, measured))
 

@@ -78,6 +78,7 @@ class Plan:
     kept_nodes: set[str]
     int8_path: Path
     summary: dict[str, dict[str, Any]]  # per strategy: units_kept, selection_error, int8_ms
+    high_ms: float  # high precision, timed interleaved with the candidates
 
 
 @dataclass(frozen=True)
@@ -132,15 +133,17 @@ class PlanSearch:
     def run(self, strategy: str, calib_tensor: np.ndarray, bench_runs: int, log: Log) -> Plan:
         """Search ``strategy`` (``auto``: both), time the candidates, keep the chosen one as ``int8.onnx``."""
         candidates = {s: self.search(s) for s in (PLANS if strategy == "auto" else (strategy,))}
-        timing = time_variants({s: c.path for s, c in candidates.items()}, calib_tensor, bench_runs, OrtOptions())
+        paths = {"high precision": self.calibrated.high_path, **{s: c.path for s, c in candidates.items()}}
+        timing = time_variants(paths, calib_tensor, bench_runs, OrtOptions())  # interleaved with high, for the report
         chosen = self.choose(candidates, timing)
         kept_nodes = self.layers.kept_nodes(chosen.strategy, chosen.k)
         self.mark_kept(chosen, kept_nodes)
         summary = {s: {"units_kept": c.k, "selection_error": c.error, "int8_ms": timing[s]} for s, c in candidates.items()}
         speed_note = ", ".join(f"{s}: {c.k} layers kept, 1-F1 {c.error:.3f}, {timing[s]:.1f} ms"
                                for s, c in candidates.items())  # fmt: skip
+        speed_note += f" (high precision {timing['high precision']:.1f} ms)"
         log(f"dpa-build: plans: {speed_note}; chose {chosen.strategy}")
         int8_path = chosen.path.replace(self.folder / "int8.onnx")
         for c in candidates.values():
             c.path.unlink(missing_ok=True)
-        return Plan(chosen.strategy, chosen.k, chosen.curve, kept_nodes, int8_path, summary)
+        return Plan(chosen.strategy, chosen.k, chosen.curve, kept_nodes, int8_path, summary, timing["high precision"])

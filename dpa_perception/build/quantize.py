@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -179,6 +180,16 @@ def quantize_variant(
     # ORT logs a line per tensor at INFO; keep builds readable.
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
     _ONCE.install()
+    # the percentile calibrator divides by the histogram total, 0 for a constant tensor: numpy's
+    # divide/invalid warnings there say nothing about the model (the tensor's range comes out 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _quantize_static(fp32_path, out_path, reader, target, nodes_to_quantize, op_types, method, extra,
+                         calibration_cache)  # fmt: skip
+
+
+def _quantize_static(fp32_path: Path, out_path: Path, reader: FrameReader | None, target: str,
+                     nodes_to_quantize: Sequence[str], op_types: Sequence[str] | None, method: str,
+                     extra: dict[str, Any], calibration_cache: Path) -> None:
     quantize_static(
         str(fp32_path),
         str(out_path),

@@ -175,6 +175,8 @@ class DiagnosticsBuilder:
             values.append(("input_hw", "x".join(str(v) for v in d["input_hw"])))
         if d.get("input_shape") is not None:
             values += [("input_shape", fmt(d.get("input_shape"))), ("input_shape_reason", fmt(d.get("input_shape_reason")))]
+        if d.get("int8") is not None:  # whether INT8 pays here (the manifest's verdict) and what auto does
+            values.append(("int8_verdict", fmt(d.get("int8"))))
         parts = []
         for mode in ("int8", "high"):
             v = variants.get(mode) or {}

@@ -83,7 +83,8 @@ class LatencyModel:
 class Decision:
     mode: Mode | None  # None: shed (the frame is dropped, a predicted deadline miss)
     # forced | visibility | clear | warming_up | probe | budget (INT8: faster and fits) |
-    # budget_shed / budget_high (nothing faster fits: dropped, or run in high precision by policy)
+    # budget_shed / budget_high (nothing faster fits: dropped, or run in high precision by policy) |
+    # int8_does_not_pay (auto on an engine whose INT8 file the build measured no faster: high always)
     reason: str
     predicted_ms: float | None = None
 
@@ -125,6 +126,9 @@ class PrecisionGovernor:
         self.post_ms = 2.0  # running estimate of pre- + post-processing per frame
         self._cameras: dict[str, CameraPolicy] = {}
         self._lock = threading.RLock()  # several inference workers decide and observe at once
+        # False when the engine's build measured INT8 no faster (the manifest's verdict): auto then
+        # runs high precision in every condition and never falls back to INT8 for budget
+        self.int8_pays = True
 
     def observe(self, mode: Mode, batch: int, inference_ms: float, other_ms: float) -> None:
         """Feed back one measured call (inference time, and pre+post time per frame)."""
@@ -140,6 +144,13 @@ class PrecisionGovernor:
         limit = self.config.latency_budget_ms - self.config.safety_margin_ms
         return age_ms + pred + self.post_ms * batch <= limit, pred
 
+    def fastest_mode(self) -> Mode:
+        """The fastest mode a frame may run in under the current setting (what shedding plans with)."""
+        mode = self.config.precision_mode
+        if mode == "high" or (mode == "auto" and not self.int8_pays):
+            return "high"
+        return "int8"
+
     def decide(self, camera: str, degradation: float, age_ms: float, batch: int) -> Decision:
         """Mode for a frame of ``camera`` that is ``age_ms`` old, run in a batch of ``batch``."""
         with self._lock:
@@ -153,8 +164,10 @@ class PrecisionGovernor:
             d = Decision(mode, "forced", self.model.predict(mode, batch))
         else:
             mode, reason = policy.wanted(degradation, cfg)
+            if not self.int8_pays:
+                mode, reason = "high", "int8_does_not_pay"
             if mode == "high":
-                if self.model.samples("high") < self.model.min_samples:
+                if self.int8_pays and self.model.samples("high") < self.model.min_samples:
                     reason = "warming_up"
                 ok, pred = self.fits("high", batch, age_ms)
                 if not ok:
@@ -176,7 +189,7 @@ class PrecisionGovernor:
             self._fallbacks_since_probe = 0
             return Decision("high", "probe", high_ms)
         ok, int8_ms = self.fits("int8", batch, age_ms)
-        if ok and (int8_ms is None or high_ms is None or int8_ms < high_ms):
+        if self.int8_pays and ok and (int8_ms is None or high_ms is None or int8_ms < high_ms):
             return Decision("int8", "budget", int8_ms)
         if cfg.budget_fallback == "high":
             return Decision("high", "budget_high", high_ms)

@@ -37,6 +37,10 @@ from dpa_perception.core.model_spec import ModelSpec
 
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # dpa-build writes about 10 KB
+# latency_ms.int8_verdict: whether the CPU INT8 file pays on the build machine (dpa-build's interleaved
+# rounds); precision_mode auto uses INT8 only where it pays
+INT8_PAYS, INT8_DOES_NOT_PAY, INT8_UNDECIDED = "pays", "does_not_pay", "undecided"
+INT8_VERDICTS = (INT8_PAYS, INT8_DOES_NOT_PAY, INT8_UNDECIDED)
 MAX_SCORE_OFFSET = 0.5  # a score offset beyond this would turn every anchor into a detection (or none)
 FORMAT_VERSION = 1
 # The variant files an ONNX Runtime engine folder must hold; int8_trt is TensorRT's form.
@@ -337,6 +341,26 @@ class Manifest:
             tensorrt=tensorrt,
             format_version=FORMAT_VERSION,
         )
+
+    def int8_verdict(self) -> tuple[str | None, str]:
+        """(verdict, one line saying what was measured) of ``latency_ms``; (None, why) for a folder
+        from a dpa-build before the verdict; :class:`ManifestError` for a value not in INT8_VERDICTS."""
+        lat = self.sections.get("latency_ms")
+        lat = lat if isinstance(lat, dict) else {}
+        verdict = lat.get("int8_verdict")
+        if verdict is None:
+            return None, "INT8 speed-up not judged by this engine folder's dpa-build (rebuild to judge it)"
+        if verdict not in INT8_VERDICTS:
+            raise ManifestError(f"manifest latency_ms.int8_verdict is {_one_line(verdict)!r}, "
+                                f"not one of {', '.join(INT8_VERDICTS)}")  # fmt: skip
+        ci = lat.get("speedup_ci")
+        ci = ci if isinstance(ci, list) and len(ci) == 2 else [None, None]
+        values = {"speedup": lat.get("speedup"), "speedup_ci[0]": ci[0], "speedup_ci[1]": ci[1],
+                  "min_speedup": lat.get("min_speedup")}
+        speed, low, high, threshold = (_float(values, k, "manifest", "latency_ms", 0.0) if v is not None else math.nan
+                                       for k, v in values.items())  # fmt: skip
+        return verdict, (f"INT8 {verdict.replace('_', ' ')} on the build machine: {speed:.2f}x (CI {low:.2f}-{high:.2f}, "
+                         f"threshold {threshold:g}x)")
 
     def variant(self, name: str) -> VariantEntry:
         if name not in self.variants:

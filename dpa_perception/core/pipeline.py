@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from dpa_perception.core.image_codec import Target, decode_frame
 from dpa_perception.core.pipeline_config import InferenceEngine, PipelineConfig, WorldOutput
 from dpa_perception.core.pipeline_state import CameraState as _Camera
 from dpa_perception.core.pipeline_state import FrameResult, Pending, RollingStats, batch_hold_until, build_stats
+from dpa_perception.core.pipeline_state import RoundItem as _Item
 from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.stats import PipelineStats, WorkerStats
 from dpa_perception.core.types import MODES, NS_PER_S, Detections, Mode
@@ -33,18 +34,6 @@ __all__ = ["FrameResult", "InferenceEngine", "Pipeline", "PipelineConfig", "Roll
 
 NS = NS_PER_S
 SKEW_FRAMES = 10  # frames of a camera all older than the budget on arrival before its stamps are distrusted
-
-
-@dataclass
-class _Item:
-    """A frame of this round with its governor decision."""
-
-    cam: _Camera
-    p: Pending
-    vis: VisibilityReport
-    reason: str
-    vis_ms: float
-    hw: tuple[int, int] | None = None  # the frame's original size, once run
 
 
 class Pipeline:
@@ -81,6 +70,7 @@ class Pipeline:
         self.world = world
         self.publish_threshold = 0.0
         self.governor = PrecisionGovernor(self.config)
+        self.governor.int8_pays = bool(getattr(engine, "int8_pays", True))  # the engine build's verdict
         self.stats_window = RollingStats()
         self._cams: dict[str, _Camera] = {}
         self._lock = threading.Lock()
@@ -276,16 +266,18 @@ class Pipeline:
 
     def _shed(self, batch: list[tuple[_Camera, Pending]], now: int,
               cfg: PipelineConfig) -> tuple[list[tuple[_Camera, Pending]], list[FrameResult]]:
-        """Fit the batch into the budget even in INT8.
+        """Fit the batch into the budget in the fastest mode it may run in (INT8 unless the setting
+        or the engine's verdict rules it out).
 
         Frames of the most recently served cameras go back to their slots first (fair shedding);
         a frame that waited so long that it cannot finish within the budget even alone is dropped
         now as a predicted deadline miss rather than published late.
         """
         dropped: list[FrameResult] = []
+        fastest = self.governor.fastest_mode()
         while batch:
             oldest_ms = max(p.age_ns(now) / 1e6 for _, p in batch)
-            ok, pred = self.governor.fits("int8", len(batch), oldest_ms)
+            ok, pred = self.governor.fits(fastest, len(batch), oldest_ms)
             if ok:
                 break
             if len(batch) > 1:

@@ -144,6 +144,18 @@ class CameraState:
         )  # fmt: skip
 
 
+@dataclass
+class RoundItem:
+    """A frame of this round with its governor decision."""
+
+    cam: CameraState
+    p: Pending
+    vis: VisibilityReport
+    reason: str
+    vis_ms: float
+    hw: tuple[int, int] | None = None  # the frame's original size, once run
+
+
 def percentiles(values: Sequence[float], digits: int = 3,
                 qs: Sequence[tuple[str, float]] = PERCENTILES) -> dict[str, float | None]:
     """Named percentiles of ``values`` rounded to ``digits`` (None each when there are no values)."""

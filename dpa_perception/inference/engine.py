@@ -13,7 +13,7 @@ import numpy as np
 from dpa_perception.backends.base import BackendSession, Placement, parse_placement
 from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions
 from dpa_perception.core.errors import ConfigError, ManifestError
-from dpa_perception.core.manifest import Manifest
+from dpa_perception.core.manifest import INT8_PAYS, Manifest
 from dpa_perception.core.model_spec import ModelSpec
 from dpa_perception.core.pipeline_state import percentiles
 from dpa_perception.core.postprocess import DecodeConfig, decode_batch
@@ -163,6 +163,18 @@ class DualModeEngine:
             for m in MODES
         }
 
+        self.int8_pays, self.int8_note = self._int8_verdict()
+
+    def _int8_verdict(self) -> tuple[bool, str]:
+        """Whether ``auto`` may use INT8 (the manifest's verdict, measured where it runs: ONNX Runtime on
+        the CPU) and the line /diagnostics shows. Not judged (TensorRT, a GPU, an older folder): allowed."""
+        if self.backend != "onnxruntime" or any(p.device != "cpu" for p in self.placements.values()):
+            return True, "INT8 speed-up judged for ONNX Runtime on the CPU only; not judged here"
+        verdict, note = self.manifest.int8_verdict()
+        if verdict is None or verdict == INT8_PAYS:
+            return True, note
+        return False, f"{note}: auto runs high precision"
+
     @property
     def model_sha256(self) -> str:
         return self.manifest.model.sha256
@@ -222,6 +234,7 @@ class DualModeEngine:
             "family": self.spec.family,
             "input_hw": list(self.spec.input_hw),
             "variants": {m: s.describe() for m, s in self.sessions.items()},
+            "int8": self.int8_note,
         }
 
     def close(self) -> None:

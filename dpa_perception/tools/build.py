@@ -38,7 +38,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="1-F1 of INT8 against high precision allowed (plan search)")
     p.add_argument("--max-kept-fraction", type=float, default=d.max_kept_fraction,
                    help="cap on layers kept in high precision")
-    p.add_argument("--bench-runs", type=int, default=d.bench_runs, help="timed runs per variant")
+    p.add_argument("--bench-runs", type=int, default=d.bench_runs, help="timed runs per variant (per round)")
+    p.add_argument("--min-int8-speedup", type=float, default=d.min_int8_speedup,
+                   help="INT8 pays when its speed-up over high precision is above this with 95%% confidence "
+                        "(else auto runs high precision)")
     p.add_argument("--plan", default=d.plan, choices=PLAN_CHOICES,
                    help="high-precision layers: most sensitive ones, a contiguous prefix, or auto (the faster "
                         "of the two that meets --max-error, timed here; force one when building for another target)")
@@ -53,7 +56,8 @@ def make_parser() -> argparse.ArgumentParser:
 def options_from(a: argparse.Namespace) -> BuildOptions:
     return BuildOptions(max_error=a.max_error, max_kept_fraction=a.max_kept_fraction, method=a.calibration,
                         percentile=a.percentile, calib_frames=a.calib_frames, topics=a.topics,
-                        bench_runs=a.bench_runs, plan=a.plan, force=a.force, progress=not a.no_progress)  # fmt: skip
+                        bench_runs=a.bench_runs, min_int8_speedup=a.min_int8_speedup, plan=a.plan,
+                        force=a.force, progress=not a.no_progress)  # fmt: skip
 
 
 def _stderr(msg: str) -> None:
