@@ -104,6 +104,7 @@ class CostEngine:
 
 
 def make_pipeline(clock: FakeClock, engine: CostEngine, **cfg) -> Pipeline:
+    cfg.setdefault("visibility_every_n", 1)  # the fake visibility is per frame; the cadence has its own tests
     return Pipeline(engine, PipelineConfig(**cfg), clock_ns=clock, visibility=FakeVisibility())  # type: ignore[arg-type]
 
 

@@ -515,3 +515,36 @@ def test_engine_takes_the_int8_verdict_from_its_manifest(yolox_engine_dir: Path,
         assert built.int8_pays is (Manifest.load(yolox_engine_dir).int8_verdict()[0] == "pays")
     finally:
         built.close()
+
+
+def test_kept_buffers_never_alias_results(warm_yolox_engine: DualModeEngine, testdata: Path) -> None:
+    """Input and output buffers are reused per batch size, canvas and thread: results of one call are
+    not changed by the next, and two threads inferring at once each get their own frame's answer."""
+    import threading
+
+    from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession
+
+    images = [cv2.imread(str(p)) for p in sorted((testdata / "images").glob("*.jpg"))[:2]]
+    alone = [warm_yolox_engine.infer([img], "high").detections[0] for img in images]
+    first = warm_yolox_engine.infer([images[0]], "high").detections[0]
+    warm_yolox_engine.infer([images[1]], "high")
+    assert np.array_equal(first.boxes, alone[0].boxes)  # not overwritten by the next call
+    session = warm_yolox_engine.sessions["high"]
+    assert isinstance(session, OnnxRuntimeSession)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 416, 416)).astype(np.float32)
+    a = session.run_reusing(x).copy()
+    b = session.run_reusing(x)
+    assert session.run_reusing(x) is b and np.allclose(a, b, atol=1e-4) and np.allclose(session.run(x), b, atol=1e-4)
+    got: dict[int, list[Detections]] = {0: [], 1: []}
+
+    def work(k: int) -> None:
+        for _ in range(5):
+            got[k].append(warm_yolox_engine.infer([images[k]], "high").detections[0])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in (0, 1):
+        assert all(np.allclose(d.boxes, alone[k].boxes, atol=1e-3) for d in got[k]), k

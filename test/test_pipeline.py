@@ -25,6 +25,7 @@ def make(clock: FakeClock | None = None, engine: FakeEngine | None = None, vis: 
          **cfg) -> tuple[Pipeline, FakeClock, FakeEngine]:
     clock = clock or FakeClock()
     engine = engine or FakeEngine(clock)
+    cfg.setdefault("visibility_every_n", 1)  # the fake visibility is per frame; the cadence has its own tests
     p = Pipeline(engine, PipelineConfig(**cfg), clock_ns=clock, visibility=vis or FakeVisibility())  # type: ignore[arg-type]
     return p, clock, engine
 

@@ -67,14 +67,34 @@ def canvas_hw(frames_hw: Sequence[tuple[int, int]], spec: ModelSpec, policy: str
     return min(h, spec.input_hw[0]), min(w, spec.input_hw[1])
 
 
+def _place(frame: np.ndarray, plane: np.ndarray, nh: int, nw: int, py: int, px: int, pad: int) -> None:
+    """``frame`` resized to ``nw`` x ``nh`` at (``px``, ``py``) on ``plane``, the rest of it ``pad``."""
+    plane[:py] = pad
+    plane[py + nh :] = pad
+    plane[py : py + nh, :px] = pad
+    plane[py : py + nh, px + nw :] = pad
+    roi = plane[py : py + nh, px : px + nw]
+    if frame.shape[:2] == (nh, nw):
+        roi[:] = frame
+        return
+    got = cv2.resize(frame, (nw, nh), dst=roi, interpolation=cv2.INTER_LINEAR)
+    if not np.shares_memory(got, roi):  # OpenCV could not write into the view: copy its result
+        roi[:] = got
+
+
 def letterbox_batch(
-    frames: Sequence[np.ndarray], spec: ModelSpec, canvas: tuple[int, int]
+    frames: Sequence[np.ndarray], spec: ModelSpec, canvas: tuple[int, int], out: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[LetterboxInfo]]:
-    """Resize each frame by the model's ratio, place it on a ``canvas`` of pad value, stack as NCHW."""
+    """Resize each frame by the model's ratio, place it on a ``canvas`` of pad value, stack as NCHW.
+
+    ``out``: a float32 (N, 3, H, W) buffer to fill instead of a new one (the engine keeps one per
+    batch size and canvas, so no frame allocates megabytes)."""
     ch, cw = canvas
-    batch = np.empty((len(frames), 3, ch, cw), np.float32)
+    shape = (len(frames), 3, ch, cw)
+    batch = out if out is not None and out.shape == shape and out.dtype == np.float32 else np.empty(shape, np.float32)
     infos: list[LetterboxInfo] = []
     plane = np.empty((ch, cw, 3), np.uint8)
+    order = (2, 1, 0) if spec.channel_order == "rgb" else (0, 1, 2)
     for i, frame in enumerate(frames):
         frame = check_frame(frame)
         h, w = frame.shape[:2]
@@ -83,15 +103,10 @@ def letterbox_batch(
         nh, nw = min(ch, nh), min(cw, nw)
         if nh < 1 or nw < 1:
             raise ImageError(f"frame {w}x{h} is too thin to letterbox onto {cw}x{ch} (it would be {nw}x{nh} px)")
-        if spec.letterbox == "center":
-            px, py = (cw - nw) // 2, (ch - nh) // 2
-        else:
-            px = py = 0
-        plane[:] = int(spec.pad_value)
-        resized = frame if (nh, nw) == (h, w) else cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        plane[py : py + nh, px : px + nw] = resized
-        src = plane[:, :, ::-1] if spec.channel_order == "rgb" else plane
-        np.copyto(batch[i], src.transpose(2, 0, 1), casting="unsafe")
+        px, py = ((cw - nw) // 2, (ch - nh) // 2) if spec.letterbox == "center" else (0, 0)
+        _place(frame, plane, nh, nw, py, px, int(spec.pad_value))
+        for c, plane_c in zip(order, cv2.split(plane)):  # contiguous planes: a fast uint8 -> float32 copy
+            batch[i, c] = plane_c
         infos.append(LetterboxInfo(r, float(px), float(py), (h, w)))
     if spec.scale != 1.0:
         batch *= np.float32(spec.scale)
