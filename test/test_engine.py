@@ -548,3 +548,17 @@ def test_kept_buffers_never_alias_results(warm_yolox_engine: DualModeEngine, tes
         t.join()
     for k in (0, 1):
         assert all(np.allclose(d.boxes, alone[k].boxes, atol=1e-3) for d in got[k]), k
+
+
+def test_an_engine_of_one_mode_loads_only_that_variant(yolox_engine_dir: Path) -> None:
+    engine = DualModeEngine(yolox_engine_dir, modes=("high",))
+    try:
+        assert list(engine.sessions) == ["high"]
+        engine.warmup(1)
+        assert len(engine.infer([np.full((240, 320, 3), 90, np.uint8)], "high").detections) == 1
+        with pytest.raises(ConfigError, match="not loaded"):
+            engine.infer([np.zeros((240, 320, 3), np.uint8)], "int8")
+    finally:
+        engine.close()
+    with pytest.raises(ConfigError, match="modes must be"):
+        DualModeEngine(yolox_engine_dir, modes=("fp16",))  # type: ignore[arg-type]

@@ -124,11 +124,14 @@ class DualModeEngine:
         max_batch: int = 8,
         verify: bool = True,
         gpu_fallback: bool = True,
+        modes: Sequence[Mode] = MODES,
     ):
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if max_batch < 1:
             raise ConfigError("max_batch must be at least 1")
+        if not modes or any(m not in MODES for m in modes):
+            raise ConfigError(f"modes must be some of {', '.join(MODES)}, not {list(modes)!r}")
         self.engine_dir = Path(engine_dir)
         # the ONNX variant files are checked only where they run: the TensorRT backend loads engines
         # built from them, each checked against its own sha256 and its source's (the TensorRT key)
@@ -145,8 +148,8 @@ class DualModeEngine:
         placements = placements or {}
         self.placements = {m: parse_placement(placements.get(m, default_place), gpu_fallback) for m in MODES}
         self.sessions: dict[Mode, BackendSession] = {}
-        try:
-            for m in MODES:
+        try:  # both variants (the node, the replay); a tool that runs one mode (dpa-detect) loads only it
+            for m in modes:
                 self.sessions[m] = _open_session(
                     self.engine_dir, self.manifest, m, backend, self.placements[m],
                     ort_options or OrtOptions(), max_batch,
@@ -188,7 +191,8 @@ class DualModeEngine:
     def infer(self, frames: Sequence[np.ndarray], mode: Mode, input_shape: str = "square") -> BatchResult:
         """Detect objects in ``frames`` (BGR uint8, any sizes) with the ``mode`` variant."""
         if mode not in self.sessions:
-            raise ConfigError(f"mode must be int8 or high, not {mode!r}")
+            raise ConfigError(f"mode must be int8 or high, not {mode!r}" if mode not in MODES else
+                              f"mode {mode!r} is not loaded (this engine loaded {', '.join(self.sessions)})")
         if not self.supports(input_shape):
             raise ConfigError(
                 f"input shape {input_shape!r} needs spatially dynamic variants; this engine's are fixed at "
@@ -231,11 +235,11 @@ class DualModeEngine:
         """
         h, w = self.spec.input_hw
         blank = np.full((h, w, 3), 114, np.uint8)
-        for m in MODES:
+        for m in self.sessions:
             self.infer([blank], m, input_shape)
         self.stats = {m: LatencyStats() for m in MODES}
         for _ in range(runs):
-            for m in MODES:
+            for m in self.sessions:
                 self.infer([blank], m, input_shape)
 
     def describe(self) -> dict[str, Any]:

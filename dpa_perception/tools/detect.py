@@ -89,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.annotate is not None:
             output_folder(a.annotate)  # refused (an existing file) before the engine loads
             names = list(_annotation_names(a.images))
-        engine = DualModeEngine(engine_folder(a.engine), backend=a.backend, ort_options=options, decode=decode)
+        engine = DualModeEngine(engine_folder(a.engine), backend=a.backend, ort_options=options, decode=decode,
+                                modes=(a.mode,))  # one mode is run: only its variant loads (a faster start)
         try:
             failures = sum(not _detect(engine, path, a, name) for path, name in zip(a.images, names))
         finally:
