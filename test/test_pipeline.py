@@ -133,6 +133,7 @@ def test_batch_timing_is_split_per_frame() -> None:
 def test_visibility_every_n_reuses_the_estimate() -> None:
     vis = FakeVisibility()
     p, clock, _ = make(vis=vis, visibility_every_n=3)
+    vis.calls = 0  # the pipeline's own warm-up estimate at construction
     for _ in range(7):
         clock.advance_ms(10)
         p.submit("cam", frame(0.2), clock())
@@ -356,7 +357,8 @@ def test_real_engine_auto_mode_follows_real_visibility(warm_yolox_engine: DualMo
     monkeypatch.setattr(warm_yolox_engine, "int8_pays", True)  # about visibility, not this machine's verdict
     clock = FakeClock()
     # a generous budget: this test is about visibility, not about the speed of this machine
-    p = Pipeline(warm_yolox_engine, PipelineConfig(min_dwell_frames=0, latency_budget_ms=5_000.0), clock_ns=clock)
+    p = Pipeline(warm_yolox_engine, PipelineConfig(min_dwell_frames=0, latency_budget_ms=5_000.0, visibility_every_n=1),
+                 clock_ns=clock)  # fmt: skip
     seq = ["clear", "fog", "night", "clear", "clear", "fog"]
     got = []
     for k in seq:

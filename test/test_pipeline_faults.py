@@ -182,7 +182,7 @@ def test_every_frame_is_accounted_for_under_overload_and_concurrency() -> None:
 
 
 def test_start_and_stop_race_never_runs_two_workers() -> None:
-    p = Pipeline(FakeEngine(None), PipelineConfig(), visibility=FakeVisibility())  # type: ignore[arg-type]
+    p = Pipeline(FakeEngine(None), PipelineConfig(inference_workers=1), visibility=FakeVisibility())  # type: ignore[arg-type]
     errors: list[BaseException] = []
 
     def hammer(i: int) -> None:
@@ -272,7 +272,7 @@ def test_two_workers_keep_two_batches_in_flight_and_each_camera_in_order() -> No
     got: list[Any] = []
     p.start(got.append)
     try:
-        assert len([t for t in threading.enumerate() if t.name == "dpa-inference"]) == 2
+        assert len([t for t in p._ctl.threads if t.is_alive()]) == 2
         for i in range(20):
             for cam in ("a", "b"):
                 p.submit(cam, frame(0.1, i), time.monotonic_ns(), meta=i)
@@ -284,3 +284,15 @@ def test_two_workers_keep_two_batches_in_flight_and_each_camera_in_order() -> No
         seq = [r.meta for r in got if r.camera == cam and r.status == "processed"]
         assert seq == sorted(seq) and len(seq) == 20, (cam, seq)
     accounted(p)
+
+
+def test_inference_workers_zero_is_one_per_core_divided_by_threads() -> None:
+    from dpa_perception.core.worker import auto_workers, worker_count
+
+    assert auto_workers("onnxruntime", 1, cores=2) == 2
+    assert auto_workers("onnxruntime", 2, cores=2) == 1  # each call already uses both cores
+    assert auto_workers("onnxruntime", 1, cores=16) == 4  # capped
+    assert auto_workers("onnxruntime", 0, cores=8) == 1  # ORT's default threads take every core
+    assert auto_workers("tensorrt", 1, cores=8) == 1
+    assert worker_count(3, object()) == 3
+    assert 1 <= worker_count(0, object()) <= 4

@@ -67,9 +67,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("reduced_decode", BOOL, True,
               "Decode a JPEG at the largest libjpeg-turbo reduction (1/2, 1/4, 1/8) that still covers the "
               "detector's letterbox size (full size while the debug image is drawn)."),
-    ParamSpec("inference_workers", INT, 1,
-              "Threads that run inference batches; 2 keeps a second batch in flight on the other core (a "
-              "camera never has two frames in flight).", min=1, max=8),
+    ParamSpec("inference_workers", INT, 0,
+              "Threads that run inference batches, each with a batch in flight (a camera never has two frames "
+              "in flight); 0 = one per CPU core this process may use divided by ort_intra_op_threads, at "
+              "most 4, with the onnxruntime backend (1 with tensorrt).", min=0, max=8),
     ParamSpec("worker_stop_timeout_s", DOUBLE, 5.0,
               "deactivate/cleanup wait this long for the batch being inferred before reporting that the "
               "worker could not stop (it then exits after that batch).", min=0.1, max=600.0),

@@ -87,7 +87,9 @@ class Pipeline:
     # ------------------------------------------------------------------ inputs
 
     def _seed_latency_model(self) -> None:
-        """Measured warm-up calls, so the first decisions rest on this machine's numbers."""
+        """Measured warm-up calls, so the first decisions rest on this machine's numbers; and one
+        visibility estimate, so OpenCV's first-call set-up does not land on the first camera frame."""
+        self._estimate(np.full((64, 64, 3), 128, np.uint8))
         stats = getattr(self.engine, "stats", None)
         if stats is None:
             return

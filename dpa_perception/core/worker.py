@@ -10,12 +10,33 @@ batch exit after it (their generation is no longer current).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dpa_perception.core.errors import ConfigError
+
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers(backend: str, intra_op_threads: int, cores: int | None = None) -> int:
+    """``inference_workers: 0``: one worker per usable core (divided by the intra-op threads each
+    call uses), 1 to 4; 1 on TensorRT (the GPU runs one batch at a time). Measured on 2 cores,
+    YOLOX-Nano rect, 10 cameras at 10 Hz: 99 % processed with 2 workers, 80 % with 1 (README)."""
+    if backend != "onnxruntime":
+        return 1
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_AUTO_WORKERS, cores // max(1, intra_op_threads or cores)))
+
+
+def worker_count(setting: int, engine: Any) -> int:
+    """The workers ``inference_workers`` asks for on ``engine`` (0: :func:`auto_workers`)."""
+    if setting > 0:
+        return setting
+    return auto_workers(getattr(engine, "backend", "onnxruntime"), int(getattr(engine, "intra_op_threads", 1)))
 
 if TYPE_CHECKING:
     from dpa_perception.core.pipeline import Pipeline
@@ -48,14 +69,25 @@ class Worker:
                                   "try again")
             self.running = True
             self._generation += 1
-            self.threads = [threading.Thread(target=self._loop, args=(self._generation, on_result),
+            warmed = [threading.Event() for _ in range(worker_count(self.p.config.inference_workers, self.p.engine))]
+            self.threads = [threading.Thread(target=self._loop, args=(self._generation, on_result, ev),
                                              name="dpa-inference", daemon=True)
-                            for _ in range(self.p.config.inference_workers)]  # fmt: skip
+                            for ev in warmed]  # fmt: skip
             for t in self.threads:
                 t.start()
+            for ev in warmed:  # (bounded) so that no camera frame meets a worker still warming up
+                ev.wait(timeout)
 
-    def _loop(self, generation: int, on_result: Callable[[Any], None]) -> None:
+    def _loop(self, generation: int, on_result: Callable[[Any], None], warmed: threading.Event) -> None:
         p = self.p
+        warm = getattr(p.engine, "warm_thread", None)
+        try:
+            if warm is not None:  # this thread's first inference would be slow: not on a camera's frame
+                warm(p.config.input_shape)
+        except Exception as exc:
+            p._worker_error(exc)
+        finally:
+            warmed.set()
 
         def current() -> bool:
             return self.running and self._generation == generation

@@ -17,7 +17,7 @@ from dpa_perception.core.errors import ConfigError, ManifestError
 from dpa_perception.core.manifest import INT8_PAYS, Manifest
 from dpa_perception.core.model_spec import ModelSpec
 from dpa_perception.core.pipeline_state import percentiles
-from dpa_perception.core.postprocess import DecodeConfig, decode_batch
+from dpa_perception.core.postprocess import DecodeConfig, decode_batch, nms
 from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
 from dpa_perception.core.types import BACKENDS, MODES, BatchResult, Mode, StageTiming
 
@@ -139,6 +139,7 @@ class DualModeEngine:
                                       require_spec_sha256=True)
         self.spec = self.manifest.model.spec
         self.backend = backend
+        self.intra_op_threads = (ort_options or OrtOptions()).intra_op_threads  # what inference_workers 0 divides by
         self.max_batch = max_batch
         self.dynamic_batch = self.manifest.model.dynamic_batch
         self.dynamic_hw = self.manifest.model.dynamic_hw
@@ -235,12 +236,32 @@ class DualModeEngine:
         """
         h, w = self.spec.input_hw
         blank = np.full((h, w, 3), 114, np.uint8)
+        # a blank frame has no detections: OpenCV's NMS would first run (and initialise) on a real frame
+        nms(np.array([[0, 0, 10, 10], [1, 1, 11, 11]], np.float32), np.array([0.9, 0.8], np.float32),
+            np.zeros(2, np.int64), 0.5, False)
         for m in self.sessions:
             self.infer([blank], m, input_shape)
         self.stats = {m: LatencyStats() for m in MODES}
         for _ in range(runs):
             for m in self.sessions:
                 self.infer([blank], m, input_shape)
+
+    def warm_thread(self, input_shape: str = "square") -> None:
+        """One blank frame per loaded variant on the calling thread: ONNX Runtime's per-thread scratch
+        and this thread's buffers are set up before a camera frame waits on them (an inference
+        worker calls it when it starts; measured: the first call on a new thread took 3-4x longer)."""
+        for blank in self._warm_frames(input_shape):
+            for m in list(self.sessions):
+                self.infer([blank], m, input_shape)
+
+    def _warm_frames(self, input_shape: str) -> list[np.ndarray]:
+        """Blank frames whose canvases a camera will use: the model's own size, and under rect the
+        16:9 canvas of most road cameras (each new canvas is a slow first call for ONNX Runtime)."""
+        h, w = self.spec.input_hw
+        frames = [np.full((h, w, 3), 114, np.uint8)]
+        if input_shape == "rect":
+            frames.append(np.full((w * 9 // 16, w, 3), 114, np.uint8))
+        return frames
 
     def describe(self) -> dict[str, Any]:
         return {

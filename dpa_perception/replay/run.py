@@ -16,6 +16,7 @@ frame that gets no result is "failed"; a bag that stops reading part-way ends th
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 import signal
 import sys
@@ -193,10 +194,12 @@ def _play(run: _Run) -> None:
     """Feed every message at its replay time, /diagnostics once per replay second."""
     pipeline, tl = run.runtime.pipeline, run.timeline
     run.next_diag = tl.first_ns + NS
-    run.clock.sync(tl.first_ns)
     if run.pace == "realtime":
-        pipeline.start(run.emit)
-    for play_ns, msg in _messages(run):
+        pipeline.start(run.emit)  # the workers warm up first ...
+    messages = _messages(run)
+    first = next(messages, None)  # ... and the bags open, before replay time starts to run
+    run.clock.sync(tl.first_ns)
+    for play_ns, msg in itertools.chain([first] if first is not None else [], messages):
         if run.pace == "realtime":
             _wait_until(run, play_ns)
         else:  # the pipeline runs while frames wait; replay time jumps over the idle gaps between them
