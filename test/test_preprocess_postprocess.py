@@ -138,7 +138,9 @@ def test_unletterbox_round_trip(which: str, hw: tuple[int, int], yolox_spec: Mod
     orig = np.array([[0, 0, w, h], [w * 0.1, h * 0.2, w * 0.5, h * 0.9], [10, 20, 30, 40]], np.float32)
     canvas = orig.copy()
     canvas[:, [0, 2]] = orig[:, [0, 2]] * info.ratio + info.pad_x
-    canvas[:, [1, 3]] = orig[:, [1, 3]] * info.ratio + info.pad_y
+    canvas[:, [1, 3]] = orig[:, [1, 3]] * (info.ratio if info.ratio_y is None else info.ratio_y) + info.pad_y
+    if which == "yolov8":  # Ultralytics' exact inverse: each axis by its rounded resized size
+        assert (info.ratio, info.ratio_y) == (round(w * min(640 / h, 640 / w)) / w, round(h * min(640 / h, 640 / w)) / h)
     # the whole frame fits inside the canvas
     assert canvas.min() >= 0 and canvas[:, [0, 2]].max() <= spec.input_hw[1] + 1e-3
     assert canvas[:, [1, 3]].max() <= spec.input_hw[0] + 1e-3

@@ -240,6 +240,7 @@ class Built:
     units: list[sens.Unit]
     score: ScoreOffset
     measured: Measured
+    fragile: list[str]  # attention / normalisation nodes kept in high precision (sensitivity.fragile_nodes)
 
 
 def _variants(built: Built) -> dict[str, VariantEntry]:
@@ -268,6 +269,7 @@ def _sections(job: Job, built: Built) -> dict[str, Any]:
             "units_total": len(built.units),
             "units_kept": sum(u.kept for u in built.units),
             "kept_nodes": sorted(plan.kept_nodes),
+            "fragile_nodes_kept": built.fragile,
             "strategy": plan.strategy,
             "plans": plan.summary,
             "high_ms": plan.high_ms,
@@ -341,7 +343,8 @@ def build_into(job: Job, model: onnx.ModelProto) -> Manifest:
                  f"{job.model_path.name}: per-layer INT8 sensitivity ({job.opts.method} calibration, "
                  f"{len(job.frames.calib)} frames)", panel)  # fmt: skip
     cal.quantizer.cache.unlink(missing_ok=True)
-    return write_manifest(job, Built(high, plan, trt_path, cal.units, score, measured))
+    return write_manifest(job, Built(high, plan, trt_path, cal.units, score, measured,
+                                     sorted(sens.fragile_nodes(cal.model))))
 
 
 # ---------------------------------------------------------------- the build

@@ -105,7 +105,36 @@ def make_dynamic(model: onnx.ModelProto, spatial: bool) -> onnx.ModelProto:
                     d.Clear()
                     d.dim_param = "batch" if i == 0 else f"out_{i}"
     del m.graph.value_info[:]  # stale fixed intermediate shapes would contradict the new dims
+    _reshapes_keep_the_batch(m)
     return m
+
+
+def _reshapes_keep_the_batch(m: onnx.ModelProto) -> None:
+    """A static-batch export (Ultralytics' default) bakes batch 1 into its Reshape targets: make each
+    leading 1 a 0 ("copy the input's dim"), so the batch flows through. Whether the graph then really
+    runs other batch sizes, with the same results per frame, is checked by running it."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in m.graph.initializer}
+    consts = {n.output[0]: n for n in m.graph.node if n.op_type == "Constant" and n.output}
+    for node in m.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[0] in inits or node.input[0] in consts:
+            continue  # a weight reshaped (a bias to [1, C, 1, 1]) has no batch
+        name = node.input[1]
+        if name in inits:
+            shape = numpy_helper.to_array(inits[name])
+            if shape.ndim == 1 and len(shape) > 1 and shape[0] == 1:
+                shape = shape.copy()
+                shape[0] = 0
+                inits[name].CopyFrom(numpy_helper.from_array(shape, name))
+        elif name in consts:
+            for a in consts[name].attribute:
+                if a.name == "value":
+                    shape = numpy_helper.to_array(a.t)
+                    if shape.ndim == 1 and len(shape) > 1 and shape[0] == 1:
+                        shape = shape.copy()
+                        shape[0] = 0
+                        a.t.CopyFrom(numpy_helper.from_array(shape, a.t.name))
 
 
 def conv_candidates(model: onnx.ModelProto) -> list[ConvInfo]:

@@ -21,10 +21,11 @@ from dpa_perception.core.model_spec import ModelSpec
 class LetterboxInfo:
     """How one frame was placed on the canvas: ``canvas = frame * ratio + (pad_x, pad_y)``."""
 
-    ratio: float
+    ratio: float  # x (and y unless ratio_y is set)
     pad_x: float
     pad_y: float
     src_hw: tuple[int, int]
+    ratio_y: float | None = None  # Ultralytics maps y back by round(h * r) / h, x by round(w * r) / w
 
 
 def check_frame(frame: np.ndarray) -> np.ndarray:
@@ -107,7 +108,10 @@ def letterbox_batch(
         _place(frame, plane, nh, nw, py, px, int(spec.pad_value))
         for c, plane_c in zip(order, cv2.split(plane)):  # contiguous planes: a fast uint8 -> float32 copy
             batch[i, c] = plane_c
-        infos.append(LetterboxInfo(r, float(px), float(py), (h, w)))
+        if spec.size_rounding == "round":  # the exporter's exact inverse: each axis by its rounded size
+            infos.append(LetterboxInfo(nw / w, float(px), float(py), (h, w), nh / h))
+        else:
+            infos.append(LetterboxInfo(r, float(px), float(py), (h, w)))
     if spec.scale != 1.0:
         batch *= np.float32(spec.scale)
     return batch, infos
@@ -117,7 +121,7 @@ def unletterbox(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
     """Map xyxy canvas boxes back to original pixels and clip them to the frame."""
     out = boxes.astype(np.float32, copy=True)
     out[:, [0, 2]] = (out[:, [0, 2]] - info.pad_x) / info.ratio
-    out[:, [1, 3]] = (out[:, [1, 3]] - info.pad_y) / info.ratio
+    out[:, [1, 3]] = (out[:, [1, 3]] - info.pad_y) / (info.ratio if info.ratio_y is None else info.ratio_y)
     h, w = info.src_hw
     out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, w)
     out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, h)
