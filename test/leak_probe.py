@@ -18,7 +18,23 @@ from pathlib import Path
 WARMUP = 3
 
 
+def _trim() -> None:
+    """Hand the allocator's free pages back (glibc ``malloc_trim``): what stays resident is then what
+    is alive, not what each thread's malloc arena kept after freeing two ONNX Runtime sessions a
+    cycle (measured: +-80 MiB from cycle to cycle without it, once every worker thread infers)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: RSS as it is
+            pass
+
+
 def rss_mib() -> float:
+    _trim()
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0

@@ -41,6 +41,11 @@ def test_kept_nodes_by_strategy() -> None:
     assert layers.kept_nodes("prefix", 1) == {"c0", "s0"}
     assert layers.kept_nodes("prefix", 2) == {"c0", "s0", "c1"}
     assert layers.kept_nodes("prefix", 3) == {"c0", "s0", "c1", "c2"}
+    # conv_only: the most sensitive units, and every quantizable node outside a unit (joins) always
+    joined = Layers(layers.units, layers.ranked, (*layers.all_nodes, "add"), {**layers.position, "add": 5})
+    assert joined.kept_nodes("conv_only", 0) == {"add"}
+    assert joined.kept_nodes("conv_only", 1) == {"add", "c1"}
+    assert joined.kept_nodes("sensitivity", 1) == {"c1"}
 
 
 def test_choose_fastest_that_meets_the_error() -> None:
