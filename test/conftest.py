@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from engine_cache import cached_engine_dir
+
+# the engines' optimised-graph cache (onnxruntime_backend.ort_cache_dir) of the tests: not the user's
+os.environ.setdefault("DPA_ORT_CACHE", str(Path(tempfile.gettempdir()) / "dpa_test_ort_cache"))
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO.parent / "shared" / "testdata"

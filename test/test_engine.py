@@ -562,3 +562,37 @@ def test_an_engine_of_one_mode_loads_only_that_variant(yolox_engine_dir: Path) -
         engine.close()
     with pytest.raises(ConfigError, match="modes must be"):
         DualModeEngine(yolox_engine_dir, modes=("fp16",))  # type: ignore[arg-type]
+
+
+def test_the_optimised_graph_cache_loads_the_same_model_faster_and_survives_damage(yolox_engine_dir: Path,
+                                                                                  tmp_path: Path) -> None:
+    from dpa_perception.backends.base import Placement
+    from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession
+
+    path = yolox_engine_dir / "int8.onnx"
+    x = np.random.default_rng(1).uniform(0, 255, (1, 3, 416, 416)).astype(np.float32)
+    plain = OnnxRuntimeSession(path, Placement("cpu")).run(x)
+    first = OnnxRuntimeSession(path, Placement("cpu"), cache_dir=tmp_path / "c")
+    assert not first.from_cache and len(list((tmp_path / "c").glob("*.onnx"))) == 1
+    again = OnnxRuntimeSession(path, Placement("cpu"), cache_dir=tmp_path / "c")
+    assert again.from_cache and again.describe()["optimised_graph_cached"] is True
+    np.testing.assert_allclose(again.run(x), plain, atol=1e-4)
+    (cached,) = (tmp_path / "c").glob("*.onnx")
+    cached.write_bytes(b"not a model")  # damaged: optimised again, never an error
+    third = OnnxRuntimeSession(path, Placement("cpu"), cache_dir=tmp_path / "c")
+    assert not third.from_cache
+    np.testing.assert_allclose(third.run(x), plain, atol=1e-4)
+    (tmp_path / "file").write_text("x")  # a cache dir that cannot be made: a plain load
+    assert not OnnxRuntimeSession(path, Placement("cpu"), cache_dir=tmp_path / "file" / "c").from_cache
+
+
+def test_ort_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from dpa_perception.backends.onnxruntime_backend import ort_cache_dir
+
+    monkeypatch.setenv("DPA_ORT_CACHE", "off")
+    assert ort_cache_dir() is None
+    monkeypatch.setenv("DPA_ORT_CACHE", str(tmp_path))
+    assert ort_cache_dir() == tmp_path
+    monkeypatch.delenv("DPA_ORT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert ort_cache_dir() == tmp_path / "x" / "dpa_perception" / "ort"

@@ -25,7 +25,8 @@ import numpy as np
 import onnx
 
 from dpa_perception import __version__
-from dpa_perception.backends.onnxruntime_backend import OrtOptions
+from dpa_perception.backends.base import Placement
+from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions, ort_cache_dir
 from dpa_perception.build import sensitivity as sens
 from dpa_perception.build.calibration import load_frames, split_holdout
 from dpa_perception.build.evaluate import AGREEMENT_IOU, NMS_IOU, SCORE_THRESHOLD, Evaluator
@@ -343,6 +344,8 @@ def build_into(job: Job, model: onnx.ModelProto) -> Manifest:
                  f"{job.model_path.name}: per-layer INT8 sensitivity ({job.opts.method} calibration, "
                  f"{len(job.frames.calib)} frames)", panel)  # fmt: skip
     cal.quantizer.cache.unlink(missing_ok=True)
+    for path in (high.path, plan.int8_path):  # the node's first load on this machine finds them optimised
+        OnnxRuntimeSession(path, Placement("cpu"), OrtOptions(), ort_cache_dir()).close()
     return write_manifest(job, Built(high, plan, trt_path, cal.units, score, measured,
                                      sorted(sens.fragile_nodes(cal.model))))
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from dpa_perception.backends.base import BackendSession, Placement, parse_placement
-from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions
+from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions, ort_cache_dir
 from dpa_perception.core.errors import ConfigError, ManifestError
 from dpa_perception.core.manifest import INT8_PAYS, Manifest
 from dpa_perception.core.model_spec import ModelSpec
@@ -50,7 +50,7 @@ def _open_session(
     ort_options: OrtOptions, max_batch: int,
 ) -> BackendSession:
     if backend == "onnxruntime":
-        return OnnxRuntimeSession(manifest.variant_path(engine_dir, mode), placement, ort_options)
+        return OnnxRuntimeSession(manifest.variant_path(engine_dir, mode), placement, ort_options, ort_cache_dir())
     from dpa_perception.backends.tensorrt.session import load_tensorrt_session
 
     return load_tensorrt_session(engine_dir, manifest, mode, placement, max_batch=max_batch)
