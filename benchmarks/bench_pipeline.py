@@ -46,6 +46,7 @@ from dpa_perception.bags.reader import iter_images
 from dpa_perception.demo.weather import WeatherSpec, parse_weather
 from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.replay.run import run_replay
+from dpa_perception.tools.machine import cpu_summary
 
 BAG = REPO.parent / "shared" / "testdata" / "bags" / "uadetrac_roadside_compressed_sqlite3"
 NS = 1_000_000_000
@@ -153,6 +154,7 @@ def main() -> int:
                             max_batch=args.max_batch)
     engine.warmup(3)
     lat = {m: engine.stats[m].summary()["p50_ms"] for m in ("int8", "high")}
+    print(cpu_summary())
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, python {platform.python_version()}; "
           f"backend {args.backend}, {args.threads} thread(s); budget {args.budget_ms:g} ms; "
           f"warm-up inference p50 int8 {lat['int8']:.1f} ms, high {lat['high']:.1f} ms (batch 1)")

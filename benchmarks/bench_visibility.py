@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from dpa_perception.core.visibility import VisibilityEstimator
 from dpa_perception.demo.weather import add_fog, add_glare, add_night, add_rain
+from dpa_perception.tools.machine import cpu_summary
 
 IMAGES = REPO.parent / "shared" / "testdata" / "images"
 UADETRAC = "uadetrac_MVI_20011_img00001.jpg"
@@ -57,6 +58,7 @@ def main() -> int:
         return 1
     est = VisibilityEstimator()
 
+    print(cpu_summary())
     print(f"estimate() per frame, {args.runs} runs")
     print(f"{'image':40s} {'size':>10s} {'median ms':>10s} {'p90 ms':>8s}")
     for name, img in images.items():
