@@ -11,7 +11,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -115,26 +114,21 @@ def _reshapes_keep_the_batch(m: onnx.ModelProto) -> None:
     runs other batch sizes, with the same results per frame, is checked by running it."""
     from onnx import numpy_helper
 
+    def batch_free(t: onnx.TensorProto) -> None:
+        shape = numpy_helper.to_array(t)
+        if shape.ndim == 1 and len(shape) > 1 and shape[0] == 1:
+            t.CopyFrom(numpy_helper.from_array(np.concatenate(([0], shape[1:])).astype(shape.dtype), t.name))
+
     inits = {i.name: i for i in m.graph.initializer}
-    consts = {n.output[0]: n for n in m.graph.node if n.op_type == "Constant" and n.output}
+    const_nodes = [n for n in m.graph.node if n.op_type == "Constant" and n.output]
+    consts = {n.output[0]: a.t for n in const_nodes for a in n.attribute if a.name == "value"}
+    weights = set(inits) | {n.output[0] for n in const_nodes}
     for node in m.graph.node:
-        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[0] in inits or node.input[0] in consts:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[0] in weights:
             continue  # a weight reshaped (a bias to [1, C, 1, 1]) has no batch
-        name = node.input[1]
-        if name in inits:
-            shape = numpy_helper.to_array(inits[name])
-            if shape.ndim == 1 and len(shape) > 1 and shape[0] == 1:
-                shape = shape.copy()
-                shape[0] = 0
-                inits[name].CopyFrom(numpy_helper.from_array(shape, name))
-        elif name in consts:
-            for a in consts[name].attribute:
-                if a.name == "value":
-                    shape = numpy_helper.to_array(a.t)
-                    if shape.ndim == 1 and len(shape) > 1 and shape[0] == 1:
-                        shape = shape.copy()
-                        shape[0] = 0
-                        a.t.CopyFrom(numpy_helper.from_array(shape, a.t.name))
+        target = inits[node.input[1]] if node.input[1] in inits else consts.get(node.input[1])
+        if target is not None:
+            batch_free(target)
 
 
 def conv_candidates(model: onnx.ModelProto) -> list[ConvInfo]:
@@ -212,27 +206,20 @@ def quantize_variant(
     # the percentile calibrator divides by the histogram total, 0 for a constant tensor: numpy's
     # divide/invalid warnings there say nothing about the model (the tensor's range comes out 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        _quantize_static(fp32_path, out_path, reader, target, nodes_to_quantize, op_types, method, extra,
-                         calibration_cache)  # fmt: skip
-
-
-def _quantize_static(fp32_path: Path, out_path: Path, reader: FrameReader | None, target: str,
-                     nodes_to_quantize: Sequence[str], op_types: Sequence[str] | None, method: str,
-                     extra: dict[str, Any], calibration_cache: Path) -> None:
-    quantize_static(
-        str(fp32_path),
-        str(out_path),
-        calibration_data_reader=reader,
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(op_types) if op_types else None,
-        nodes_to_quantize=list(nodes_to_quantize),
-        per_channel=True,
-        activation_type=QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CALIBRATION_METHODS[method],
-        extra_options=extra,
-        calibration_cache_path=str(calibration_cache),
-    )
+        quantize_static(
+            str(fp32_path),
+            str(out_path),
+            calibration_data_reader=reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(op_types) if op_types else None,
+            nodes_to_quantize=list(nodes_to_quantize),
+            per_channel=True,
+            activation_type=QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CALIBRATION_METHODS[method],
+            extra_options=extra,
+            calibration_cache_path=str(calibration_cache),
+        )
 
 
 @dataclass(frozen=True)
