@@ -47,10 +47,12 @@ def integral_convs(model: onnx.ModelProto) -> set[str]:
     inits = {i.name: i for i in model.graph.initializer}
     out = set()
     for n in model.graph.node:
-        if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in inits:
+        if n.op_type != "Conv" or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        dims = list(inits[n.input[1]].dims)  # the shape first: no weight tensor is decoded for nothing
+        if len(dims) == 4 and dims[0] == 1 and dims[2:] == [1, 1] and dims[1] > 1:
             w = numpy_helper.to_array(inits[n.input[1]])
-            if w.ndim == 4 and w.shape[0] == 1 and w.shape[2:] == (1, 1) and w.shape[1] > 1 and \
-                    np.array_equal(w.reshape(-1), np.arange(w.shape[1], dtype=w.dtype)):
+            if np.array_equal(w.reshape(-1), np.arange(w.shape[1], dtype=w.dtype)):
                 out.add(n.name)
     return out
 

@@ -40,8 +40,14 @@ def _interleaved(run: dict[str, Callable[[], Any]], runs: int, flip: bool) -> di
     return times
 
 
-def _sessions(paths: dict[str, Path], options: OrtOptions) -> dict[str, OnnxRuntimeSession]:
-    return {k: OnnxRuntimeSession(p, Placement("cpu"), options) for k, p in paths.items()}
+def _warm_sessions(paths: dict[str, Path], options: OrtOptions,
+                   batch: np.ndarray) -> tuple[dict[str, OnnxRuntimeSession], np.ndarray]:
+    """A session per file, each run once unmeasured on the first frame of ``batch`` (returned: what is timed)."""
+    sessions = {k: OnnxRuntimeSession(p, Placement("cpu"), options) for k, p in paths.items()}
+    x = batch[:1]
+    for s in sessions.values():
+        s.run(x)
+    return sessions, x
 
 
 def _callers(sessions: dict[str, OnnxRuntimeSession], x: np.ndarray) -> dict[str, Callable[[], Any]]:
@@ -50,10 +56,7 @@ def _callers(sessions: dict[str, OnnxRuntimeSession], x: np.ndarray) -> dict[str
 
 def time_variants(paths: dict[str, Path], batch: np.ndarray, runs: int, options: OrtOptions) -> dict[str, float]:
     """Median per-frame latency of each variant (batch 1), runs interleaved so drift hits all alike."""
-    sessions = _sessions(paths, options)
-    x = batch[:1]
-    for s in sessions.values():
-        s.run(x)
+    sessions, x = _warm_sessions(paths, options, batch)
     times = _interleaved(_callers(sessions, x), runs, False)
     return {k: round(float(np.median(v)), 3) for k, v in times.items()}
 
@@ -114,10 +117,7 @@ def decide(log_ratios: list[float], threshold: float, final: bool) -> str | None
 def compare_speed(high: Path, int8: Path, batch: np.ndarray, runs: int, options: OrtOptions, threshold: float,
                   max_rounds: int = MAX_ROUNDS) -> SpeedVerdict:
     """Whether the INT8 file is at least ``threshold`` times faster than high precision here (batch 1)."""
-    sessions = _sessions({"high": high, "int8": int8}, options)
-    x = batch[:1]
-    for s in sessions.values():
-        s.run(x)
+    sessions, x = _warm_sessions({"high": high, "int8": int8}, options, batch)
     logs: list[float] = []
     medians: dict[str, list[float]] = {"high": [], "int8": []}
     verdict = None
