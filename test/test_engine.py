@@ -576,6 +576,10 @@ def test_the_optimised_graph_cache_loads_the_same_model_faster_and_survives_dama
     assert not first.from_cache and len(list((tmp_path / "c").glob("*.onnx"))) == 1
     again = OnnxRuntimeSession(path, Placement("cpu"), cache_dir=tmp_path / "c")
     assert again.from_cache and again.describe()["optimised_graph_cached"] is True
+    from dpa_perception.core.manifest import sha256_file
+
+    # the engine passes the checksum its manifest load verified: the same cache entry as dpa-build's
+    assert OnnxRuntimeSession(path, Placement("cpu"), cache_dir=tmp_path / "c", file_sha256=sha256_file(path)).from_cache
     np.testing.assert_allclose(again.run(x), plain, atol=1e-4)
     (cached,) = (tmp_path / "c").glob("*.onnx")
     cached.write_bytes(b"not a model")  # damaged: optimised again, never an error

@@ -76,12 +76,12 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cache_key(model_path: Path, options: OrtOptions) -> str:
-    """The optimised graph is this file's, at this level, by this ONNX Runtime, for this CPU (ORT's
-    layout transforms depend on the vector width)."""
+def _cache_key(model_path: Path, options: OrtOptions, file_sha256: str | None) -> str:
+    """The optimised graph is this file's (its sha256, computed here unless given), at this level, by
+    this ONNX Runtime, for this CPU (ORT's layout transforms depend on the vector width)."""
     import onnxruntime as ort
 
-    h = hashlib.sha256(model_path.read_bytes())
+    h = hashlib.sha256((file_sha256 or hashlib.sha256(model_path.read_bytes()).hexdigest()).encode())
     h.update(f"{ort.__version__}|{options.graph_optimization}|{platform.machine()}|{_cpu_flags()}".encode())
     return h.hexdigest()[:32]
 
@@ -90,11 +90,12 @@ class OnnxRuntimeSession:
     """A :class:`~dpa_perception.backends.base.BackendSession` over ``onnxruntime.InferenceSession``.
 
     ``cache_dir``: keep the graph ONNX Runtime optimised on the first load there and load it as it is
-    afterwards (measured: INT8 YOLOX-Nano 180 -> 28 ms, high 35 -> 10 ms); a cache that cannot be
+    afterwards (measured: INT8 YOLOX-Nano 180 -> 28 ms, high 35 -> 10 ms); ``file_sha256``: the file's
+    checksum where the caller has just verified it (else computed here); a cache that cannot be
     written or read is skipped (a plain load), never an error."""
 
     def __init__(self, model_path: Path, placement: Placement, options: OrtOptions | None = None,
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, file_sha256: str | None = None):
         if placement.device != "cpu":
             raise ConfigError(
                 f"the onnxruntime backend runs on the CPU; placement {placement} needs backend tensorrt"
@@ -104,7 +105,7 @@ class OnnxRuntimeSession:
         self.model_path = model_path
         self.from_cache = False
         try:
-            self._session = self._load(cache_dir)
+            self._session = self._load(cache_dir, file_sha256)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
             raise BackendError(f"{model_path}: ONNX Runtime cannot load it ({exc})") from exc
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
@@ -118,13 +119,13 @@ class OnnxRuntimeSession:
         self.output_shape: list[int | str | None] = list(outputs[0].shape)
         self._local = threading.local()  # io_binding and output buffers of run_reusing, per thread
 
-    def _load(self, cache_dir: Path | None) -> Any:
+    def _load(self, cache_dir: Path | None, file_sha256: str | None) -> Any:
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
         if cache_dir is None or self.options.graph_optimization == "disable":
             return ort.InferenceSession(str(self.model_path), session_options(self.options), providers=providers)
-        cached = cache_dir / f"{_cache_key(self.model_path, self.options)}.onnx"
+        cached = cache_dir / f"{_cache_key(self.model_path, self.options, file_sha256)}.onnx"
         if cached.is_file():
             try:
                 session = ort.InferenceSession(str(cached), session_options(replace(self.options, graph_optimization="disable")),

@@ -47,10 +47,11 @@ class LatencyStats:
 
 def _open_session(
     engine_dir: Path, manifest: Manifest, mode: Mode, backend: str, placement: Placement,
-    ort_options: OrtOptions, max_batch: int,
+    ort_options: OrtOptions, max_batch: int, verified: bool,
 ) -> BackendSession:
-    if backend == "onnxruntime":
-        return OnnxRuntimeSession(manifest.variant_path(engine_dir, mode), placement, ort_options, ort_cache_dir())
+    if backend == "onnxruntime":  # a checksum the manifest load just verified is not computed again
+        return OnnxRuntimeSession(manifest.variant_path(engine_dir, mode), placement, ort_options, ort_cache_dir(),
+                                  manifest.variant(mode).sha256 if verified else None)  # fmt: skip
     from dpa_perception.backends.tensorrt.session import load_tensorrt_session
 
     return load_tensorrt_session(engine_dir, manifest, mode, placement, max_batch=max_batch)
@@ -135,7 +136,8 @@ class DualModeEngine:
         self.engine_dir = Path(engine_dir)
         # the ONNX variant files are checked only where they run: the TensorRT backend loads engines
         # built from them, each checked against its own sha256 and its source's (the TensorRT key)
-        self.manifest = Manifest.load(self.engine_dir, verify=verify and backend == "onnxruntime",
+        verified = verify and backend == "onnxruntime"
+        self.manifest = Manifest.load(self.engine_dir, verify=verified,
                                       require_spec_sha256=True)
         self.spec = self.manifest.model.spec
         self.backend = backend
@@ -153,7 +155,7 @@ class DualModeEngine:
             for m in modes:
                 self.sessions[m] = _open_session(
                     self.engine_dir, self.manifest, m, backend, self.placements[m],
-                    ort_options or OrtOptions(), max_batch,
+                    ort_options or OrtOptions(), max_batch, verified,
                 )
                 check_variant(self.sessions[m], self.spec, f"{self.engine_dir}: variant {m!r}",
                               (self.dynamic_batch, self.dynamic_hw))
@@ -234,13 +236,11 @@ class DualModeEngine:
         The measured calls stay in :attr:`stats`, so the precision governor starts from this
         machine's real latencies instead of guesses.
         """
-        h, w = self.spec.input_hw
-        blank = np.full((h, w, 3), 114, np.uint8)
         # a blank frame has no detections: OpenCV's NMS would first run (and initialise) on a real frame
         nms(np.array([[0, 0, 10, 10], [1, 1, 11, 11]], np.float32), np.array([0.9, 0.8], np.float32),
             np.zeros(2, np.int64), 0.5, False)
-        for m in self.sessions:
-            self.infer([blank], m, input_shape)
+        self.warm_thread(input_shape)
+        blank = self._warm_frames(input_shape)[0]  # the model's own size, as the governor's seed
         self.stats = {m: LatencyStats() for m in MODES}
         for _ in range(runs):
             for m in self.sessions:
