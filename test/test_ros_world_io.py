@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_ros_conversions import FAKE
+from test_ros_conversions import FAKE, _Hyp  # vision_msgs/ObjectHypothesis, the same message
 
 from dpa_perception.bags.messages import TILT_VARIANCE, Z_VARIANCE, quaternion_yaw
 from dpa_perception.core.types import Detections
@@ -69,12 +69,6 @@ class _PoseWithCovariance:
 class _BoundingBox3D:
     center: _Pose = field(default_factory=_Pose)
     size: _Vector3 = field(default_factory=_Vector3)
-
-
-@dataclass
-class _Hyp:
-    class_id: str = ""
-    score: float = 0.0
 
 
 @dataclass
