@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from dpa_perception.core.input_shape import Rung
 from dpa_perception.core.pipeline import Pipeline, PipelineConfig
 from dpa_perception.core.types import BatchResult, Detections, StageTiming
 from dpa_perception.core.visibility import VisibilityReport
@@ -122,3 +123,29 @@ class TimedEngine:
         self.now[0] += int(self.infer_ms * 1e6)
         timing = StageTiming(1.0, self.infer_ms, 1.0)
         return BatchResult([Detections.empty() for _ in frames], mode, timing)  # type: ignore[arg-type]
+
+
+class LadderEngine(CostEngine):
+    """A CostEngine with dynamic H/W and a measured shape ladder: a call at input scale ``s`` costs the
+    full-size cost divided by the rung's ``speedup``; records (mode, n, scale) per call in ``lanes``."""
+
+    def __init__(self, clock: FakeClock | None, cost: dict[str, tuple[float, float]], rungs: Sequence[Rung]):
+        super().__init__(clock, cost)
+        self.rungs = tuple(rungs)
+        self.lanes: list[tuple[str, int, float]] = []
+
+    def ladder_rungs(self, input_shape: str) -> tuple[Rung, ...]:
+        return self.rungs
+
+    def infer(self, frames: Sequence[np.ndarray], mode: str, input_shape: str = "square",
+              scale: float = 1.0) -> BatchResult:
+        self.lanes.append((mode, len(frames), scale))
+        if scale == 1.0:
+            return super().infer(frames, mode, input_shape)
+        speedup = next(r.speedup for r in self.rungs if r.scale == scale)
+        full = self.cost[mode]
+        self.cost = {**self.cost, mode: (full[0] / speedup, full[1] / speedup)}
+        try:
+            return super().infer(frames, mode, input_shape)
+        finally:
+            self.cost = {**self.cost, mode: full}

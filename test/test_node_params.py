@@ -29,7 +29,8 @@ LIVE = {
     "precision_mode", "latency_budget_ms", "safety_margin_ms", "enter_high_threshold", "leave_high_threshold",
     "min_dwell_frames", "visibility_every_n", "score_threshold", "nms_iou", "class_agnostic_nms",
     "class_filter", "latency_error_after_s", "stamp_trust_s", "batch_window_ms", "budget_fallback",
-    "pixel_sigma_px", "max_range_m", "track_high_score", "track_low_score", "track_gate_m", "track_confirm_hits",
+    "scale_ladder", "scale_min_agreement", "pixel_sigma_px", "max_range_m", "track_high_score", "track_low_score",
+    "track_gate_m", "track_confirm_hits",
     "track_max_age_s", "track_accel_sigma",
 }  # fmt: skip
 

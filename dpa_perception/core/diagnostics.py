@@ -205,6 +205,7 @@ class DiagnosticsBuilder:
             ("frames_int8", fmt(frames.get("int8", 0))),
             ("frames_high", fmt(frames.get("high", 0))),
             ("switches", fmt(p.get("switches", 0))),
+            ("frames_reduced_scale", fmt(p.get("frames_reduced_scale", 0))),
         ]
         msg = f"{mode} ({reason})" if mode and reason else (str(mode) if mode else "no frame processed yet")
         return StatusRecord(f"{self.prefix}: precision", OK, msg, values)

@@ -1,4 +1,5 @@
-"""PrecisionGovernor: choose INT8 or high precision per frame from visibility and the latency budget."""
+"""PrecisionGovernor: choose INT8 or high precision per frame from visibility and the latency budget,
+and under latency pressure a reduced input scale the build measured (the shape ladder)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dpa_perception.core import node_params as P
+from dpa_perception.core.input_shape import Rung
 from dpa_perception.core.types import MODES, Mode
 
 
@@ -26,13 +28,18 @@ class GovernorConfig:
     leave_high_threshold: float = P.default("leave_high_threshold")  # ... and the level to fall under to leave it
     min_dwell_frames: int = P.default("min_dwell_frames")  # frames a visibility-driven choice is held
     budget_fallback: str = P.default("budget_fallback")  # when high does not fit and INT8 is not faster: shed | high
+    scale_ladder: bool = P.default("scale_ladder")  # may step down to a measured reduced input scale under pressure
+    scale_min_agreement: float = P.default("scale_min_agreement")  # least measured F1 of a rung it may use
 
     def validate(self) -> None:
         P.check_fields(self)
 
 
+Lane = tuple[Mode, float]  # (mode, input scale): what one engine call runs
+
+
 class LatencyModel:
-    """Per-mode inference latency learned from measurements: ``fixed + per_frame * batch``.
+    """Per-lane (mode and input scale) inference latency learned from measurements: ``fixed + per_frame * batch``.
 
     Fitted by least squares over a recent window of calls; the prediction adds the spread of
     the residuals so the governor plans on a high percentile rather than the mean.
@@ -40,26 +47,30 @@ class LatencyModel:
 
     def __init__(self, window: int = 64, min_samples: int = 3):
         self.min_samples = min_samples
-        self._obs: dict[Mode, deque[tuple[int, float]]] = {m: deque(maxlen=window) for m in MODES}
-        self._fit: dict[Mode, tuple[float, float, float] | None] = {m: None for m in MODES}
+        self.window = window
+        self._obs: dict[Lane, deque[tuple[int, float]]] = {(m, 1.0): deque(maxlen=window) for m in MODES}
+        self._fit: dict[Lane, tuple[float, float, float] | None] = {}
 
-    def observe(self, mode: Mode, batch: int, ms: float) -> None:
-        c = self._coefficients(mode)
+    def observe(self, mode: Mode, batch: int, ms: float, scale: float = 1.0) -> None:
+        lane = (mode, scale)
+        obs = self._obs.setdefault(lane, deque(maxlen=self.window))
+        c = self._coefficients(lane)
         if c is not None:
             typical = c[0] + c[1] * batch
             if abs(ms - typical) > max(3.0 * c[2], 0.5 * typical):
                 # a regime change (machine load, clocks, thermal): forget the old samples
-                self._obs[mode].clear()
-        self._obs[mode].append((batch, ms))
-        self._fit[mode] = None
+                obs.clear()
+        obs.append((batch, ms))
+        self._fit[lane] = None
 
-    def samples(self, mode: Mode) -> int:
-        return len(self._obs[mode])
+    def samples(self, mode: Mode, scale: float = 1.0) -> int:
+        return len(self._obs.get((mode, scale), ()))
 
-    def _coefficients(self, mode: Mode) -> tuple[float, float, float] | None:
-        if self._fit[mode] is None and len(self._obs[mode]) >= self.min_samples:
-            b = np.array([o[0] for o in self._obs[mode]], np.float64)
-            t = np.array([o[1] for o in self._obs[mode]], np.float64)
+    def _coefficients(self, lane: Lane) -> tuple[float, float, float] | None:
+        obs = self._obs.get(lane, ())
+        if self._fit.get(lane) is None and len(obs) >= self.min_samples:
+            b = np.array([o[0] for o in obs], np.float64)
+            t = np.array([o[1] for o in obs], np.float64)
             if np.ptp(b) > 0:
                 per, fixed = np.polyfit(b, t, 1)
                 per, fixed = max(per, 0.0), max(fixed, 0.0)
@@ -67,12 +78,12 @@ class LatencyModel:
                 per, fixed = float(np.mean(t / b)), 0.0
             resid = t - (fixed + per * b)
             spread = float(np.percentile(np.abs(resid), 90)) if len(resid) > 2 else 0.0
-            self._fit[mode] = (float(fixed), float(per), spread)
-        return self._fit[mode]
+            self._fit[lane] = (float(fixed), float(per), spread)
+        return self._fit.get(lane)
 
-    def predict(self, mode: Mode, batch: int) -> float | None:
+    def predict(self, mode: Mode, batch: int, scale: float = 1.0) -> float | None:
         """Planned inference milliseconds for ``batch`` frames, or None before enough samples."""
-        c = self._coefficients(mode)
+        c = self._coefficients((mode, scale))
         if c is None:
             return None
         fixed, per, spread = c
@@ -84,9 +95,11 @@ class Decision:
     mode: Mode | None  # None: shed (the frame is dropped, a predicted deadline miss)
     # forced | visibility | clear | warming_up | probe | budget (INT8: faster and fits) |
     # budget_shed / budget_high (nothing faster fits: dropped, or run in high precision by policy) |
-    # int8_does_not_pay (auto on an engine whose INT8 file the build measured no faster: high always)
+    # int8_does_not_pay (auto on an engine whose INT8 file the build measured no faster: high always) |
+    # budget_scale (the full-size input does not fit: a reduced input scale the build measured does)
     reason: str
     predicted_ms: float | None = None
+    scale: float = 1.0  # input scale of the frame's canvas (below 1: a rung of the shape ladder)
 
 
 class CameraPolicy:
@@ -129,20 +142,41 @@ class PrecisionGovernor:
         # False when the engine's build measured INT8 no faster (the manifest's verdict): auto then
         # runs high precision in every condition and never falls back to INT8 for budget
         self.int8_pays = True
+        # the reduced input scales the engine's build measured for the input shape in use (the shape
+        # ladder), largest first; empty: the engine has none (fixed H/W, or an older build)
+        self.rungs: tuple[Rung, ...] = ()
 
-    def observe(self, mode: Mode, batch: int, inference_ms: float, other_ms: float) -> None:
+    def observe(self, mode: Mode, batch: int, inference_ms: float, other_ms: float, scale: float = 1.0) -> None:
         """Feed back one measured call (inference time, and pre+post time per frame)."""
         with self._lock:
-            self.model.observe(mode, batch, inference_ms)
+            self.model.observe(mode, batch, inference_ms, scale)
             self.post_ms = 0.8 * self.post_ms + 0.2 * other_ms
 
-    def fits(self, mode: Mode, batch: int, age_ms: float) -> tuple[bool, float | None]:
+    def predict(self, mode: Mode, batch: int, scale: float = 1.0) -> float | None:
+        """Planned inference ms of a lane: learned once it has run, else (a rung not run yet) the full-size
+        prediction divided by the speed-up the build measured for that rung."""
         with self._lock:
-            pred = self.model.predict(mode, batch)
+            pred = self.model.predict(mode, batch, scale)
+            if pred is not None or scale == 1.0:
+                return pred
+            full = self.model.predict(mode, batch)
+        rung = next((r for r in self.rungs if r.scale == scale), None)
+        return None if full is None or rung is None else full / rung.speedup
+
+    def fits(self, mode: Mode, batch: int, age_ms: float, scale: float = 1.0) -> tuple[bool, float | None]:
+        pred = self.predict(mode, batch, scale)
         if pred is None:
             return True, None
         limit = self.config.latency_budget_ms - self.config.safety_margin_ms
         return age_ms + pred + self.post_ms * batch <= limit, pred
+
+    def usable_rungs(self) -> tuple[Rung, ...]:
+        """The rungs auto may step down to now: the ladder on, and measured agreement high enough;
+        most accurate (highest measured F1) first."""
+        cfg = self.config
+        if not cfg.scale_ladder or cfg.precision_mode != "auto":
+            return ()
+        return tuple(sorted((r for r in self.rungs if r.f1 >= cfg.scale_min_agreement), key=lambda r: -r.f1))
 
     def fastest_mode(self) -> Mode:
         """The fastest mode a frame may run in under the current setting (what shedding plans with)."""
@@ -150,6 +184,11 @@ class PrecisionGovernor:
         if mode == "high" or (mode == "auto" and not self.int8_pays):
             return "high"
         return "int8"
+
+    def fastest_lane(self) -> Lane:
+        """The fastest mode, at the smallest input scale auto may step down to (what shedding plans with)."""
+        scales = [r.scale for r in self.usable_rungs()]
+        return self.fastest_mode(), min(scales, default=1.0)
 
     def decide(self, camera: str, degradation: float, age_ms: float, batch: int) -> Decision:
         """Mode for a frame of ``camera`` that is ``age_ms`` old, run in a batch of ``batch``."""
@@ -179,7 +218,9 @@ class PrecisionGovernor:
 
     def _budget_fallback(self, age_ms: float, batch: int, high_ms: float | None) -> Decision:
         """High precision does not fit: INT8 only if it is predicted to fit and to be faster (never
-        accuracy traded for nothing); else shed the frame or run it in high precision, by policy.
+        accuracy traded for nothing); else a reduced input scale the build measured (most accurate
+        rung first) if predicted to fit and be faster; else shed the frame or run it in high precision,
+        by policy.
         Now and then a young frame runs in high precision to re-measure it (a once-slow variant
         would otherwise be predicted slow forever)."""
         cfg = self.config
@@ -191,6 +232,12 @@ class PrecisionGovernor:
         ok, int8_ms = self.fits("int8", batch, age_ms)
         if self.int8_pays and ok and (int8_ms is None or high_ms is None or int8_ms < high_ms):
             return Decision("int8", "budget", int8_ms)
+        modes: tuple[Mode, ...] = ("high", "int8") if self.int8_pays else ("high",)
+        for rung in self.usable_rungs():  # most accurate first; high precision before INT8 on each
+            for mode in modes:
+                ok, ms = self.fits(mode, batch, age_ms, rung.scale)
+                if ok and ms is not None and (high_ms is None or ms < high_ms):
+                    return Decision(mode, "budget_scale", ms, rung.scale)
         if cfg.budget_fallback == "high":
             return Decision("high", "budget_high", high_ms)
         return Decision(None, "budget_shed", None)

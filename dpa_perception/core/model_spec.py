@@ -146,3 +146,22 @@ def anchors_for(hw: tuple[int, int], strides: tuple[int, ...]) -> int:
 def with_input_hw(spec: ModelSpec, hw: tuple[int, int]) -> ModelSpec:
     """The same spec for another input size (used by the rect input shape policy)."""
     return replace(spec, input_hw=hw, num_anchors=anchors_for(hw, spec.strides))
+
+
+# Reduced input scales dpa-build measures for models with dynamic H/W (speed and agreement with the
+# full-size square canvas): the rungs of the shape ladder the governor may step down under latency pressure.
+LADDER_SCALES: tuple[float, ...] = (0.8, 0.64)
+
+
+def scaled_input_hw(spec: ModelSpec, scale: float) -> tuple[int, int]:
+    """The model's input size times ``scale``, each side rounded down to a stride multiple (at least one stride)."""
+    if not (math.isfinite(scale) and 0.0 < scale <= 1.0):
+        raise ModelError(f"input scale must be within (0, 1], not {scale!r}")
+    s = spec.max_stride
+    h, w = spec.input_hw
+    return max(s, int(h * scale) // s * s), max(s, int(w * scale) // s * s)
+
+
+def at_scale(spec: ModelSpec, scale: float) -> ModelSpec:
+    """The spec whose letterbox targets the reduced input size of ``scale`` (itself at 1.0)."""
+    return spec if scale == 1.0 else with_input_hw(spec, scaled_input_hw(spec, scale))

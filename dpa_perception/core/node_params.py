@@ -105,6 +105,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               "When high precision would miss the budget and INT8 is not predicted both to fit and to be faster: "
               "shed the frame (dropped, counted as a miss) or run it in high precision anyway (late).",
               live=True, choices=("shed", "high")),
+    ParamSpec("scale_ladder", BOOL, True,
+              "auto: when the full-size input would miss the budget (and INT8 is not faster, or does not fit "
+              "either), step down to a reduced input scale dpa-build measured (0.8x, 0.64x of the model size; "
+              "needs dynamic H/W) before shedding; the frame's reason is budget_scale.", live=True),
+    ParamSpec("scale_min_agreement", DOUBLE, 0.9,
+              "scale_ladder: the least F1 against full-size square detections (measured by dpa-build on the "
+              "build's frames) of a reduced input scale for it to be used.", live=True, min=0.0, max=1.0),
     ParamSpec("visibility_every_n", INT, 3,
               "Estimate visibility on every n-th frame per camera (the others keep its last report): 3 delays a "
               "weather switch by at most 2 frames and saves two thirds of its CPU.", live=True,
@@ -163,6 +170,8 @@ PIPELINE_FIELDS: dict[str, str] = {
     "leave_high_threshold": "leave_high_threshold",
     "min_dwell_frames": "min_dwell_frames",
     "budget_fallback": "budget_fallback",
+    "scale_ladder": "scale_ladder",
+    "scale_min_agreement": "scale_min_agreement",
     "visibility_every_n": "visibility_every_n",
     "stamp_trust_s": "stamp_trust_s",
     "batch_window_ms": "batch_window_ms",

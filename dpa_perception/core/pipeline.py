@@ -18,7 +18,7 @@ import numpy as np
 
 from dpa_perception.core import pipeline_state
 from dpa_perception.core.errors import ConfigError, DpaError, ImageError
-from dpa_perception.core.governor import PrecisionGovernor
+from dpa_perception.core.governor import Lane, PrecisionGovernor
 from dpa_perception.core.image_codec import Target, decode_frame
 from dpa_perception.core.pipeline_config import InferenceEngine, PipelineConfig, WorldOutput
 from dpa_perception.core.pipeline_state import CameraState as _Camera
@@ -26,7 +26,7 @@ from dpa_perception.core.pipeline_state import FrameResult, Pending, RollingStat
 from dpa_perception.core.pipeline_state import RoundItem as _Item
 from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.stats import PipelineStats, WorkerStats
-from dpa_perception.core.types import MODES, NS_PER_S, Detections, Mode
+from dpa_perception.core.types import MODES, NS_PER_S, Detections
 from dpa_perception.core.visibility import VisibilityEstimator, VisibilityReport
 from dpa_perception.core.worker import Worker
 
@@ -71,6 +71,8 @@ class Pipeline:
         self.publish_threshold = 0.0
         self.governor = PrecisionGovernor(self.config)
         self.governor.int8_pays = bool(getattr(engine, "int8_pays", True))  # the engine build's verdict
+        ladder = getattr(engine, "ladder_rungs", None)  # the reduced input scales its build measured
+        self.governor.rungs = tuple(ladder(self.config.input_shape)) if callable(ladder) else ()
         self.stats_window = RollingStats()
         self._cams: dict[str, _Camera] = {}
         self._lock = threading.Lock()
@@ -276,10 +278,10 @@ class Pipeline:
         now as a predicted deadline miss rather than published late.
         """
         dropped: list[FrameResult] = []
-        fastest = self.governor.fastest_mode()
+        fastest, scale = self.governor.fastest_lane()
         while batch:
             oldest_ms = max(p.age_ns(now) / 1e6 for _, p in batch)
-            ok, pred = self.governor.fits(fastest, len(batch), oldest_ms)
+            ok, pred = self.governor.fits(fastest, len(batch), oldest_ms, scale)
             if ok:
                 break
             if len(batch) > 1:
@@ -334,7 +336,7 @@ class Pipeline:
         results += late
         if not batch:
             return results
-        groups: dict[Mode, list[_Item]] = {m: [] for m in MODES}
+        groups: dict[Lane, list[_Item]] = {(m, 1.0): [] for m in MODES}
         for cam, p in batch:
             try:
                 vis, vis_ms = self._visibility(cam, p, cfg)
@@ -348,10 +350,10 @@ class Pipeline:
                     cam.misses += 1
                 results.append(FrameResult(cam.name, p.stamp_ns, p.meta, "dropped", None, d.reason))
                 continue
-            groups[d.mode].append(_Item(cam, p, vis, d.reason, vis_ms))
-        for mode, items in groups.items():
+            groups.setdefault((d.mode, d.scale), []).append(_Item(cam, p, vis, d.reason, vis_ms))
+        for lane, items in groups.items():
             if items:
-                results += self._infer(mode, items, cfg)
+                results += self._infer(lane, items, cfg)
         return results
 
     def _visibility(self, cam: _Camera, p: Pending, cfg: PipelineConfig) -> tuple[VisibilityReport, float]:
@@ -367,10 +369,10 @@ class Pipeline:
         cam.frame_index += 1
         return vis, ms
 
-    def _infer(self, mode: Mode, items: list[_Item], cfg: PipelineConfig) -> list[FrameResult]:
+    def _infer(self, lane: Lane, items: list[_Item], cfg: PipelineConfig) -> list[FrameResult]:
         """One engine call for ``items``; if it fails, each frame again on its own, so a bad frame fails alone."""
         try:
-            return self._run(mode, items, cfg)
+            return self._run(lane, items, cfg)
         except Exception as exc:  # a failed engine call is an engine error (its diagnostic warns) ...
             self._worker_error(exc)
             if len(items) == 1:  # ... and the frame is rejected on its camera
@@ -378,19 +380,24 @@ class Pipeline:
         out: list[FrameResult] = []
         for it in items:
             try:
-                out += self._run(mode, [it], cfg)
+                out += self._run(lane, [it], cfg)
             except Exception as exc:
                 self._worker_error(exc)
                 out.append(self._fail(it.cam, it.p, "inference", exc))
         return out
 
-    def _run(self, mode: Mode, items: list[_Item], cfg: PipelineConfig) -> list[FrameResult]:
+    def _run(self, lane: Lane, items: list[_Item], cfg: PipelineConfig) -> list[FrameResult]:
         t_start = self.steady_ns()
-        res = self.engine.infer([it.p.frame for it in items], mode, cfg.input_shape)
+        mode, scale = lane
+        frames = [it.p.frame for it in items]
+        # a reduced scale only ever comes from the engine's own ladder: an engine without one is called as before
+        res = (self.engine.infer(frames, mode, cfg.input_shape) if scale == 1.0 else
+               self.engine.infer(frames, mode, cfg.input_shape, scale=scale))
         n = len(items)
         if len(res.detections) != n:
             raise RuntimeError(f"the engine returned {len(res.detections)} results for {n} frames")
-        self.governor.observe(mode, n, res.timing.inference_ms, (res.timing.preprocess_ms + res.timing.postprocess_ms) / n)
+        self.governor.observe(mode, n, res.timing.inference_ms,
+                              (res.timing.preprocess_ms + res.timing.postprocess_ms) / n, scale)
         worlds = [self._world(it, d) for it, d in zip(items, res.detections)]
         done = self.steady_ns()
         results = []
@@ -408,7 +415,7 @@ class Pipeline:
                     "e2e": round(p.age_ns(done) / 1e6, 3),
                 }
                 r = FrameResult(cam.name, p.stamp_ns, p.meta, "processed", mode, it.reason, dets, timing, it.vis, n,
-                                p.frame if p.keep_frame else None, world, ids, it.hw)
+                                p.frame if p.keep_frame else None, world, ids, it.hw, scale)
                 cam.processed += 1
                 cam.last_served_ns = done
                 if timing["e2e"] > cfg.latency_budget_ms:

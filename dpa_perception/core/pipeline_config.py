@@ -59,7 +59,8 @@ class InferenceEngine(Protocol):
 
     def supports(self, input_shape: str) -> bool: ...
 
-    def infer(self, frames: Sequence[np.ndarray], mode: Mode, input_shape: str = "square") -> BatchResult: ...
+    def infer(self, frames: Sequence[np.ndarray], mode: Mode, input_shape: str = "square",
+              scale: float = 1.0) -> BatchResult: ...
 
 
 class WorldOutput(Protocol):

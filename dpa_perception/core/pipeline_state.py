@@ -43,6 +43,7 @@ class FrameResult:
     world: Any = None  # the world stage's result (a world.stage.WorldFrame), when the camera has a geometry
     track_ids: list[int] | None = None  # per detection: its track id (0: none), with a world result
     image_hw: tuple[int, int] | None = None  # the frame's original size (processed frames)
+    scale: float = 1.0  # input scale it ran at (below 1: a reduced rung of the shape ladder, reason budget_scale)
 
 
 @dataclass
@@ -174,6 +175,7 @@ class RollingStats:
         self.stages: dict[str, deque[float]] = {s: deque(maxlen=window) for s in self.STAGES}
         self.frames_per_mode = dict.fromkeys(MODES, 0)
         self.switches = 0
+        self.reduced_scale = 0
         self.over_budget = 0
         self.last_mode: Mode | None = None
         self.camera_mode: dict[str, Mode] = {}
@@ -186,6 +188,7 @@ class RollingStats:
                 self.stages[s].append(r.timing_ms[s])
         assert r.mode is not None
         self.frames_per_mode[r.mode] += 1
+        self.reduced_scale += r.scale < 1.0
         previous = self.camera_mode.get(r.camera)
         if previous is not None and r.mode != previous:
             self.switches += 1  # counted per camera: two cameras in different modes do not "switch"
@@ -226,7 +229,8 @@ def build_stats(cams: dict[str, CameraState], s: RollingStats, cfg: Any, now: in
     return PipelineStats(
         cameras={name: c.snapshot(now, cfg.stale_after_s) for name, c in cams.items()},
         worker=worker,
-        precision=PrecisionStats(s.last_mode, s.last_reason, cfg.precision_mode, dict(s.frames_per_mode), s.switches),
+        precision=PrecisionStats(s.last_mode, s.last_reason, cfg.precision_mode, dict(s.frames_per_mode), s.switches,
+                                 s.reduced_scale),
         latency=LatencySnapshot(
             e2e_ms=s.percentiles("e2e"),
             stages_ms={st: s.percentiles(st)["p50"] for st in RollingStats.STAGES if st != "e2e"},

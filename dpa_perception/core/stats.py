@@ -44,6 +44,7 @@ class PrecisionStats:
     setting: str  # precision_mode
     frames_per_mode: dict[Mode, int]
     switches: int
+    frames_reduced_scale: int = 0  # frames run at a reduced input scale (the shape ladder, reason budget_scale)
 
 
 @dataclass(frozen=True)

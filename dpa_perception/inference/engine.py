@@ -14,8 +14,9 @@ import numpy as np
 from dpa_perception.backends.base import BackendSession, Placement, parse_placement
 from dpa_perception.backends.onnxruntime_backend import OnnxRuntimeSession, OrtOptions, ort_cache_dir
 from dpa_perception.core.errors import ConfigError, ManifestError
+from dpa_perception.core.input_shape import Rung, ladder_rungs
 from dpa_perception.core.manifest import INT8_PAYS, Manifest
-from dpa_perception.core.model_spec import ModelSpec
+from dpa_perception.core.model_spec import ModelSpec, at_scale
 from dpa_perception.core.pipeline_state import percentiles
 from dpa_perception.core.postprocess import DecodeConfig, decode_batch, nms
 from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
@@ -191,8 +192,17 @@ class DualModeEngine:
         """Whether the engine can run the given input shape policy."""
         return input_shape == "square" or (input_shape == "rect" and self.dynamic_hw)
 
-    def infer(self, frames: Sequence[np.ndarray], mode: Mode, input_shape: str = "square") -> BatchResult:
-        """Detect objects in ``frames`` (BGR uint8, any sizes) with the ``mode`` variant."""
+    def ladder_rungs(self, input_shape: str) -> tuple[Rung, ...]:
+        """The reduced input scales dpa-build measured for ``input_shape`` (largest first): none without
+        dynamic H/W or on a DLA (static shapes), or from a folder built before the ladder."""
+        if not self.dynamic_hw or any(p.device == "dla" for p in self.placements.values()):
+            return ()
+        return ladder_rungs(self.manifest.sections.get("rect"), input_shape)
+
+    def infer(self, frames: Sequence[np.ndarray], mode: Mode, input_shape: str = "square",
+              scale: float = 1.0) -> BatchResult:
+        """Detect objects in ``frames`` (BGR uint8, any sizes) with the ``mode`` variant, letterboxed for the
+        model's input size times ``scale`` (below 1: a rung of the shape ladder; needs dynamic H/W)."""
         if mode not in self.sessions:
             raise ConfigError(f"mode must be int8 or high, not {mode!r}" if mode not in MODES else
                               f"mode {mode!r} is not loaded (this engine loaded {', '.join(self.sessions)})")
@@ -201,11 +211,14 @@ class DualModeEngine:
                 f"input shape {input_shape!r} needs spatially dynamic variants; this engine's are fixed at "
                 f"{self.spec.input_hw[0]}x{self.spec.input_hw[1]}"
             )
+        if scale != 1.0 and not self.dynamic_hw:
+            raise ConfigError(f"input scale {scale:g} needs spatially dynamic variants")
         if not frames:
             return BatchResult([], mode)
         t0 = time.perf_counter()
-        canvas = canvas_hw([f.shape[:2] for f in frames], self.spec, input_shape)
-        batch, infos = letterbox_batch(frames, self.spec, canvas, self._input_buffer(len(frames), canvas))
+        spec = self.spec if scale == 1.0 else at_scale(self.spec, scale)
+        canvas = canvas_hw([f.shape[:2] for f in frames], spec, input_shape)
+        batch, infos = letterbox_batch(frames, spec, canvas, self._input_buffer(len(frames), canvas))
         t1 = time.perf_counter()
         session = self.sessions[mode]
         chunk = self.max_batch if self.dynamic_batch else 1
@@ -214,7 +227,7 @@ class DualModeEngine:
         else:
             output = np.concatenate([session.run(batch[i : i + chunk]) for i in range(0, len(frames), chunk)])
         t2 = time.perf_counter()
-        dets = decode_batch(output, self.spec, canvas, infos, self.decode, self.score_offsets[mode])
+        dets = decode_batch(output, spec, canvas, infos, self.decode, self.score_offsets[mode])
         t3 = time.perf_counter()
         timing = StageTiming((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         self.stats[mode].add(timing.inference_ms, len(frames))
@@ -253,6 +266,8 @@ class DualModeEngine:
         for blank in self._warm_frames(input_shape):
             for m in list(self.sessions):
                 self.infer([blank], m, input_shape)
+                for rung in self.ladder_rungs(input_shape):  # a rung's first call must not land on a late frame
+                    self.infer([blank], m, input_shape, rung.scale)
 
     def _warm_frames(self, input_shape: str) -> list[np.ndarray]:
         """Blank frames whose canvases a camera will use: the model's own size, and under rect the
