@@ -26,10 +26,15 @@ class OrtOptions:
     inter_op_threads: int = 1
     allow_spinning: bool = False
     graph_optimization: str = "all"
+    # ONNX Runtime's own log: 3 = errors (they also raise); 4 = fatal only, for a run expected to fail
+    # (dpa-build probing whether a graph takes other canvas sizes)
+    log_severity: int = 3
 
     def validate(self) -> None:
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
             raise ConfigError("thread counts must be >= 0 (0 = ONNX Runtime's default)")
+        if self.log_severity not in range(5):
+            raise ConfigError("log_severity must be 0 (verbose) to 4 (fatal)")
         if self.graph_optimization not in _OPT_LEVELS:
             raise ConfigError(f"graph_optimization must be one of {', '.join(_OPT_LEVELS)}")
 
@@ -51,7 +56,7 @@ def session_options(opts: OrtOptions):  # -> ort.SessionOptions
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[opts.graph_optimization]
-    so.log_severity_level = 3
+    so.log_severity_level = opts.log_severity
     return so
 
 
