@@ -84,21 +84,36 @@ def test_mark_kept_and_reasons() -> None:
 
 
 class _FakeEvaluator:
-    """Agreement whose F1 peaks at a score offset of 0.03."""
+    """F1 at the operating threshold peaks at a score offset of 0.03; the error averaged over thresholds
+    is flat (ties at the operating threshold are what it breaks)."""
+
+    def plan_error(self, out: np.ndarray, score_offset: float = 0.0) -> float:
+        return 0.1
 
     def agreement(self, out: np.ndarray, min_score: float | None = None, score_offset: float = 0.0) -> Agreement:
         matched = 90 - round(abs(score_offset - 0.03) * 1000)
         return Agreement(matched=matched, n_ref=100, n_test=100)
 
 
-def test_best_score_offset_finds_the_peak() -> None:
+def test_best_score_offset_finds_the_peak_at_the_operating_threshold() -> None:
     offset, best = best_score_offset(_FakeEvaluator(), np.zeros(1))  # type: ignore[arg-type]
     assert offset == 0.03
     assert best.matched == 90
 
 
+def test_a_tie_at_the_operating_threshold_goes_to_the_lower_error_over_thresholds() -> None:
+    class Flat(_FakeEvaluator):
+        def agreement(self, out: np.ndarray, min_score: float | None = None, score_offset: float = 0.0) -> Agreement:
+            return Agreement(matched=95 if score_offset <= 0.02 else 90, n_ref=100, n_test=100)
+
+        def plan_error(self, out: np.ndarray, score_offset: float = 0.0) -> float:
+            return 0.1 + abs(score_offset - 0.01)
+
+    assert best_score_offset(Flat(), np.zeros(1))[0] == 0.01  # type: ignore[arg-type]
+
+
 def test_best_score_offset_ties_keep_zero() -> None:
-    class Flat:
+    class Flat(_FakeEvaluator):
         def agreement(self, out: np.ndarray, min_score: float | None = None, score_offset: float = 0.0) -> Agreement:
             return Agreement(matched=5, n_ref=10, n_test=10)
 

@@ -55,12 +55,12 @@ class Evaluator:
             total += agreement(r, t, iou=AGREEMENT_IOU, min_score=thr)
         return total
 
-    def plan_error(self, out: np.ndarray) -> float:
-        """1 - F1 averaged over score thresholds around the operating one.
+    def plan_error(self, out: np.ndarray, score_offset: float = 0.0) -> float:
+        """1 - F1 averaged over score thresholds around the operating one (scores shifted by ``score_offset``).
 
         At a single threshold the error jumps whenever one borderline detection crosses it;
-        the average is a smoother, more monotonic signal for the plan search.
+        the average is a smoother, more monotonic signal for the plan search and the score offset.
         """
         base = self.score_threshold
         thresholds = [t for t in (base - 0.1, base - 0.05, base, base + 0.05, base + 0.1) if 0.0 < t < 1.0]
-        return float(np.mean([1.0 - self.agreement(out, t).f1 for t in thresholds]))
+        return float(np.mean([1.0 - self.agreement(out, t, score_offset).f1 for t in thresholds]))
