@@ -17,7 +17,6 @@ from dpa_perception.core.errors import ConfigError, ManifestError
 from dpa_perception.core.input_shape import Rung, ladder_rungs
 from dpa_perception.core.manifest import INT8_PAYS, Manifest
 from dpa_perception.core.model_spec import ModelSpec, at_scale
-from dpa_perception.core.pipeline_state import percentiles
 from dpa_perception.core.postprocess import DecodeConfig, decode_batch, nms
 from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
 from dpa_perception.core.types import BACKENDS, MODES, BatchResult, Mode, StageTiming
@@ -37,6 +36,10 @@ class LatencyStats:
         self.per_frame_ms.append(batch_ms / max(batch_size, 1))
 
     def summary(self) -> dict[str, float]:
+        # imported here: the pipeline's state module (and its visibility and stats imports) costs a
+        # one-shot tool 20 ms of start-up, and only a summary needs its percentiles
+        from dpa_perception.core.pipeline_state import percentiles
+
         v = list(self.per_frame_ms)
         return {
             "calls": self.calls,
@@ -86,21 +89,27 @@ def _declared_problem(session: BackendSession, spec: ModelSpec, dynamic: tuple[b
     return None
 
 
-def check_variant(session: BackendSession, spec: ModelSpec, where: str, dynamic: tuple[bool, bool] = (False, False)) -> None:
+def check_variant(session: BackendSession, spec: ModelSpec, where: str, dynamic: tuple[bool, bool] = (False, False),
+                  hw: tuple[int, int] | None = None) -> None:
     """:class:`ManifestError` (one line) when the loaded variant is not the model the manifest describes:
-    its declared input/output disagree with the description, or one blank frame at the description's
-    input size does not give the output shape its family, class and anchor counts imply."""
+    its declared input/output disagree with the description, or one blank frame does not give the output
+    shape its family, class and anchor counts imply. The frame is at the description's input size unless
+    ``hw`` names another one the variant takes (with dynamic H/W on ONNX Runtime the engine checks one
+    stride square: the same check of layout and class count at a tenth of the cost, which a one-shot
+    tool such as dpa-detect waits for before its first detection)."""
     problem = _declared_problem(session, spec, dynamic)
-    h, w = spec.input_hw
+    h, w = hw or spec.input_hw
     if problem is None:
         try:
             out = np.asarray(session.run(np.full((1, 3, h, w), spec.pad_value * spec.scale, np.float32)))
         except Exception as exc:  # the backend's own error types
-            problem = f"it does not run at the described input size {h}x{w} ({' '.join(str(exc).split())[:200]})"
+            problem = f"it does not run at input size {h}x{w} ({' '.join(str(exc).split())[:200]})"
         else:
-            if tuple(out.shape) != spec.output_shape(1):
+            want = spec.output_shape(1, (h, w))
+            if tuple(out.shape) != want:
                 problem = (f"its output is {list(out.shape)} at {h}x{w}, the manifest's {spec.family} description "
-                           f"({spec.num_classes} classes, {spec.num_anchors} anchors) gives {list(spec.output_shape(1))}")
+                           f"({spec.num_classes} classes, {spec.num_anchors} anchors at {spec.input_hw[0]}x"
+                           f"{spec.input_hw[1]}) gives {list(want)}")
     if problem is not None:
         raise ManifestError(f"{where}: {problem}: the manifest does not describe this model; rebuild with dpa-build")
 
@@ -158,8 +167,9 @@ class DualModeEngine:
                     self.engine_dir, self.manifest, m, backend, self.placements[m],
                     ort_options or OrtOptions(), max_batch, verified,
                 )
+                small = (self.spec.max_stride,) * 2 if self.dynamic_hw and backend == "onnxruntime" else None
                 check_variant(self.sessions[m], self.spec, f"{self.engine_dir}: variant {m!r}",
-                              (self.dynamic_batch, self.dynamic_hw))
+                              (self.dynamic_batch, self.dynamic_hw), small)
         except Exception:
             self.close()
             raise
