@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Cameras per box: realtime replay of N synthetic 10 Hz JPEG cameras through the node's runtime.
 
-    python benchmarks/bench_cameras.py ENGINE_DIR [--cameras 4,8,12,16,20,24,28] [--shapes square,rect]
-        [--seconds 8] [--threads 1] [--workers 0] [--params config/rsu_cpu.yaml]
+    python benchmarks/bench_cameras.py ENGINE_DIR [--cameras 4,8,12,16,20,24,28] [--shapes square,rect,auto]
+        [--seconds 8] [--threads 0] [--workers 0] [--params config/rsu_cpu.yaml]
 
 Each camera replays the shared roadside bag's real 960x540 frames (re-encoded JPEG) at 10 Hz with
 its own phase. For every (input shape, N) it prints processed %, e2e p50/p99, drops by reason, the
@@ -28,9 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dpa_perception.bags.reader import iter_images
+from dpa_perception.core.machine import cpu_summary
 from dpa_perception.replay.run import run_replay
 from dpa_perception.runtime import load_parameter_files
-from dpa_perception.tools.machine import cpu_summary
 
 BAG = REPO.parent / "shared" / "testdata" / "bags" / "uadetrac_roadside_compressed_sqlite3"
 NS = 1_000_000_000
@@ -84,16 +84,19 @@ def one_run(bag: Path, values: dict[str, Any], out: Path) -> dict[str, Any]:
     return {"processed_pct": 100.0 * len(proc) / max(1, len(frames)), "p50": s["latency_ms"]["p50"],
             "p99": s["latency_ms"]["p99"], "drops": dict(Counter(f["reason"] for f in frames if f["status"] == "dropped")),
             "batch": float(np.mean([f["batch"] for f in proc])) if proc else 0.0, "cpu": util, "steal": stolen,
-            "budget": s["budget_ms"]}  # fmt: skip
+            "budget": s["budget_ms"],
+            "ran_as": f"{s['input_shape']}, {s['engine'].get('intra_op_threads')} thread(s)/call, "
+                      f"max batch {s['max_batch']}"}  # fmt: skip
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("engine", type=Path)
     ap.add_argument("--cameras", default="4,8,12,16,20,24,28")
-    ap.add_argument("--shapes", default="square,rect")
+    ap.add_argument("--shapes", default="square,rect,auto")
     ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per variant")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="ONNX Runtime intra-op threads per call (0: as the engine folder measured fastest here)")
     ap.add_argument("--workers", type=int, default=0, help="inference_workers (batches in flight; 0: one per core)")
     ap.add_argument("--params", type=Path, default=REPO / "config" / "rsu_cpu.yaml")
     a = ap.parse_args()
@@ -102,7 +105,7 @@ def main() -> int:
     base = {**load_parameter_files([a.params]), "engine_dir": str(a.engine), "ort_intra_op_threads": a.threads,
             "inference_workers": a.workers}
     print(f"{len(jpegs)} real 960x540 frames, 10 Hz per camera, {a.seconds:g} s each run, realtime, "
-          f"params {a.params.name}, {a.threads} ORT thread(s), {a.workers} inference worker(s)")
+          f"params {a.params.name}, ort_intra_op_threads {a.threads}, inference_workers {a.workers} (0: auto)")
     with tempfile.TemporaryDirectory(prefix="dpa_bench_cameras_") as tmp:
         for shape in a.shapes.split(","):
             best = 0
@@ -117,7 +120,7 @@ def main() -> int:
                 best = n if ok else best
                 cpu = " ".join(f"{u:5.1f}%" for u in r["cpu"]) + f"  ({r['steal']:.0f}% stolen)"
                 print(f"  {n:4d}  {r['processed_pct']:8.1f} %  {r['p50']!s:>7}  {r['p99']!s:>7}  {r['batch']:5.2f}  "
-                      f"{json.dumps(r['drops']):20.20s}  {cpu}")
+                      f"{json.dumps(r['drops']):20.20s}  {cpu}  [{r['ran_as']}]")
             print(f"  largest N with >= 95 % processed and p99 <= budget: {best or 'none'}")
     return 0
 

@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO))
 
 from dpa_perception.build.metrics import agreement
 from dpa_perception.core.image_codec import decode_frame
+from dpa_perception.core.machine import cpu_summary
 from dpa_perception.core.preprocess import canvas_hw, letterbox_batch, resized_hw
 from dpa_perception.inference.engine import DualModeEngine
-from dpa_perception.tools.machine import cpu_summary
 
 IMAGES = REPO.parent / "shared" / "testdata" / "images"
 

@@ -23,11 +23,11 @@ sys.path.insert(0, str(REPO))
 
 from dpa_perception.bags.reader import COMPRESSED_TYPE, iter_images
 from dpa_perception.core import node_params as P
+from dpa_perception.core.machine import cpu_summary
 from dpa_perception.core.pipeline import Pipeline, PipelineConfig
 from dpa_perception.core.preprocess import resized_hw
 from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.runtime import input_shape_of, runtime_config
-from dpa_perception.tools.machine import cpu_summary
 
 BAG = REPO.parent / "shared" / "testdata" / "bags" / "uadetrac_roadside_compressed_sqlite3"
 STAGES = ("decode", "visibility", "preprocess", "postprocess")

@@ -43,10 +43,10 @@ sys.path.insert(0, str(REPO))
 
 from dpa_perception.backends.onnxruntime_backend import OrtOptions
 from dpa_perception.bags.reader import iter_images
+from dpa_perception.core.machine import cpu_summary
 from dpa_perception.demo.weather import WeatherSpec, parse_weather
 from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.replay.run import run_replay
-from dpa_perception.tools.machine import cpu_summary
 
 BAG = REPO.parent / "shared" / "testdata" / "bags" / "uadetrac_roadside_compressed_sqlite3"
 NS = 1_000_000_000

@@ -25,9 +25,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dpa_perception.core.machine import cpu_summary
 from dpa_perception.core.types import Detections
 from dpa_perception.demo.scene import Camera
-from dpa_perception.tools.machine import cpu_summary
 from dpa_perception.world.geometry import CameraGeometry
 from dpa_perception.world.stage import WorldConfig, WorldStage
 

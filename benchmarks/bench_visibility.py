@@ -27,9 +27,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dpa_perception.core.machine import cpu_summary
 from dpa_perception.core.visibility import VisibilityEstimator
 from dpa_perception.demo.weather import add_fog, add_glare, add_night, add_rain
-from dpa_perception.tools.machine import cpu_summary
 
 IMAGES = REPO.parent / "shared" / "testdata" / "images"
 UADETRAC = "uadetrac_MVI_20011_img00001.jpg"

@@ -24,9 +24,12 @@ from dpa_perception.core import node_params as P
 from dpa_perception.core.diagnostics import DiagnosticsBuilder, StatusRecord
 from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.input_shape import resolve_input_shape
+from dpa_perception.core.machine import machine_key
+from dpa_perception.core.manifest import Manifest
 from dpa_perception.core.pipeline import Pipeline, PipelineConfig
 from dpa_perception.core.postprocess import DecodeConfig
 from dpa_perception.core.preprocess import resized_hw
+from dpa_perception.core.throughput import ThroughputChoice, choose_throughput
 from dpa_perception.core.types import MODES, NS_PER_S
 from dpa_perception.core.world_params import WORLD_PARAMS, camera_param
 from dpa_perception.inference.engine import DualModeEngine
@@ -251,6 +254,7 @@ def assemble(
     """
     validated = P.validate_values(values)
     cfg = _config_of(validated)
+    cfg, throughput = resolve_throughput(cfg, engine)
     if engine is None:
         engine = open_engine(cfg, warmup_runs)
     else:
@@ -274,8 +278,29 @@ def assemble(
     diag = DiagnosticsBuilder(prefix=prefix, hardware_id=hardware_id,
                               latency_error_after_s=cfg.latency_error_after_s,
                               degraded_threshold=cfg.degraded_threshold)  # fmt: skip
-    desc = {**engine.describe(), "input_shape": shape, "input_shape_reason": why}
+    desc = {**engine.describe(), "input_shape": shape, "input_shape_reason": why,
+            "intra_op_threads": throughput.threads, "batch": throughput.batch, "throughput_reason": throughput.reason}
     return Runtime(cfg, validated, engine, pipeline, diag, desc, world)
+
+
+def resolve_throughput(cfg: RuntimeConfig, engine: Any = None) -> tuple[RuntimeConfig, ThroughputChoice]:
+    """``cfg`` with its threads per call (``ort_intra_op_threads`` 0: measured) and its batch (at most
+    ``max_batch``: the smallest measured within 5 % of the best rate) from the engine folder's
+    ``throughput`` measurement on this machine (:mod:`dpa_perception.core.throughput`); TensorRT runs
+    ``max_batch`` (its engines' profile). ``engine``: one already loaded (its threads are fixed)."""
+    if cfg.backend != "onnxruntime":
+        return cfg, ThroughputChoice(max(1, cfg.ort_intra_op_threads), cfg.max_batch, None,
+                                     "tensorrt: max_batch as set (the engines' --max-batch)")
+    threads = int(getattr(engine, "intra_op_threads", 0)) if engine is not None else cfg.ort_intra_op_threads
+    manifest = getattr(engine, "manifest", None) if engine is not None else Manifest.load(Path(cfg.engine_dir))
+    if manifest is None:  # an engine object without a folder's manifest (a test double): the settings as they are
+        return cfg, ThroughputChoice(threads or 1, cfg.max_batch, None, "the engine has no manifest: as set")
+    rect = manifest.sections.get("rect")
+    shape, _ = resolve_input_shape(cfg.pipeline.input_shape, manifest.model.dynamic_hw, rect, cfg.rect_min_agreement)
+    choice = choose_throughput(manifest.sections.get("throughput"), shape, MODES, machine_key(), threads,
+                               cfg.max_batch)  # fmt: skip
+    pipeline = replace(cfg.pipeline, max_batch=choice.batch)
+    return replace(cfg, ort_intra_op_threads=choice.threads, max_batch=choice.batch, pipeline=pipeline), choice
 
 
 def input_shape_of(engine: Any, cfg: RuntimeConfig) -> tuple[str, str]:

@@ -66,7 +66,7 @@ def test_detections_agree_with_full_decoding(warm_yolox_engine: DualModeEngine, 
 
 
 def test_cpu_summary_names_the_int8_relevant_features() -> None:
-    from dpa_perception.tools.machine import cpu_summary
+    from dpa_perception.core.machine import cpu_summary
 
     info = "processor: 0\nmodel name : AMD EPYC 9R14\nflags : fpu avx2 fma avx512f avx512_vnni\n"
     line = cpu_summary(info)

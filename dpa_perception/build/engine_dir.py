@@ -35,9 +35,10 @@ from dpa_perception.build.plan import PLAN_CHOICES, PLANS, Layers, Plan, PlanSea
 from dpa_perception.build.prepare import HighVariant, prepare_high
 from dpa_perception.build.publish import check_out_dir, hidden_prefix, publish
 from dpa_perception.build.quantize import CALIBRATION_METHODS, Calibrated, FrameReader
-from dpa_perception.build.rect import measure_rect
+from dpa_perception.build.rect import describe_ladder, measure_rect
 from dpa_perception.build.report import SpeedPanel, write_report
 from dpa_perception.build.score_offset import ScoreOffset, fit_score_offset
+from dpa_perception.build.throughput import describe_throughput, measure_throughput
 from dpa_perception.build.timing import SpeedVerdict, compare_speed
 from dpa_perception.core.errors import ConfigError, ImageError, ModelError
 from dpa_perception.core.manifest import Manifest, ModelEntry, VariantEntry, sha256_file
@@ -213,6 +214,7 @@ class Measured:
 
     speed: SpeedVerdict
     rect: dict[str, Any] | None
+    throughput: dict[str, Any]  # frames/s by variant, shape, threads and batch (build.throughput)
 
 
 def measure(job: Job, high: HighVariant, plan: Plan, cal: Calibration, score: ScoreOffset) -> Measured:
@@ -228,7 +230,13 @@ def measure(job: Job, high: HighVariant, plan: Plan, cal: Calibration, score: Sc
                       f"high precision only", stacklevel=1)  # fmt: skip
     decode = DecodeConfig(score_threshold=SCORE_THRESHOLD, nms_iou=NMS_IOU)
     rect = measure_rect(high.path, job.spec, job.frames.all, decode, job.opts.bench_runs) if high.dynamic_hw else None
-    return Measured(speed, rect)
+    if rect is not None:
+        job.log(f"dpa-build: input shapes (speed-up over full scale, F1 against full-size square): {describe_ladder(rect)}")
+    shapes = ("square", "rect") if high.dynamic_hw else ("square",)
+    throughput = measure_throughput({"high": high.path, "int8": plan.int8_path}, job.spec, job.frames.all[0], shapes,
+                                    high.dynamic_batch)  # fmt: skip
+    job.log(f"dpa-build: throughput here: {describe_throughput(throughput)}")
+    return Measured(speed, rect, throughput)
 
 
 @dataclass(frozen=True)
@@ -283,6 +291,7 @@ def _sections(job: Job, built: Built) -> dict[str, Any]:
                        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                        "session": "1 intra-op thread, spinning off"},
         "rect": m.rect,
+        "throughput": m.throughput,
         "tools": {"dpa_perception": __version__, "onnx": onnx.__version__,
                   "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
                   "python": platform.python_version()},

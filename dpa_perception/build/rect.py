@@ -74,3 +74,12 @@ def measure_rect(high_path: Path, spec: ModelSpec, frames: list[np.ndarray], dec
     sq, rc = mean[("square", 1.0)], mean[("rect", 1.0)]
     return {"agreement_vs_square": totals[("rect", 1.0)].as_dict(), "square_ms": round(sq, 3),
             "rect_ms": round(rc, 3), "speedup": round(sq / rc, 3), "frames": len(frames), "ladder": ladder}
+
+
+def describe_ladder(rect: dict[str, Any]) -> str:
+    """One line of the build log: rect and each reduced scale, its speed-up and F1 against square."""
+    parts = [f"rect {rect['speedup']:.2f}x over square, F1 {rect['agreement_vs_square']['f1']:.3f}"]
+    for policy, rungs in rect["ladder"].items():
+        parts += [f"{policy} {e['scale']:g}x ({e['input_hw'][0]}x{e['input_hw'][1]}) {e['speedup']:.2f}x faster "
+                  f"F1 {e['agreement_vs_square']['f1']:.3f}" for e in rungs]  # fmt: skip
+    return ", ".join(parts)

@@ -177,6 +177,9 @@ class DiagnosticsBuilder:
             values += [("input_shape", fmt(d.get("input_shape"))), ("input_shape_reason", fmt(d.get("input_shape_reason")))]
         if d.get("int8") is not None:  # whether INT8 pays here (the manifest's verdict) and what auto does
             values.append(("int8_verdict", fmt(d.get("int8"))))
+        if d.get("throughput_reason") is not None:  # threads per call and batch, and where they came from
+            values += [("intra_op_threads", fmt(d.get("intra_op_threads"))), ("batch", fmt(d.get("batch"))),
+                       ("throughput_reason", fmt(d.get("throughput_reason")))]
         parts = []
         for mode in ("int8", "high"):
             v = variants.get(mode) or {}

@@ -50,9 +50,15 @@ PARAMS: tuple[ParamSpec, ...] = (
               choices=PLACEMENTS),
     ParamSpec("gpu_fallback", BOOL, True,
               "DLA placements: layers the DLA cannot run fall back to the GPU (must match the built engine)."),
-    ParamSpec("ort_intra_op_threads", INT, 1,
-              "ONNX Runtime intra-op threads per variant (0 = ONNX Runtime default).", min=0, max=256),
-    ParamSpec("max_batch", INT, 4, "Most frames (one per camera) run in one engine call.", min=1, max=64),
+    ParamSpec("ort_intra_op_threads", INT, 0,
+              "ONNX Runtime intra-op threads per call; 0 = the count dpa-build measured giving the most frames "
+              "per second on this machine (one inference worker per that many cores; 1 when the engine folder "
+              "has no measurement for this machine).", min=0, max=256),
+    ParamSpec("max_batch", INT, 4,
+              "Most frames (one per camera) run in one engine call. With the onnxruntime backend and a dpa-build "
+              "throughput measurement for this machine, the smallest batch up to it within 5 % of the best "
+              "measured rate (a bigger batch that is not faster only adds latency); /diagnostics says which.",
+              min=1, max=64),
     ParamSpec("max_frame_width", INT, 4096, "Widest frame accepted (px); checked before decoding.", min=16,
               max=65536),
     ParamSpec("max_frame_height", INT, 4096, "Tallest frame accepted (px); checked before decoding.", min=16,

@@ -10,13 +10,13 @@ batch exit after it (their generation is no longer current).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dpa_perception.core.errors import ConfigError
+from dpa_perception.core.machine import usable_cores
 
 MAX_AUTO_WORKERS = 4
 
@@ -28,7 +28,7 @@ def auto_workers(backend: str, intra_op_threads: int, cores: int | None = None) 
     if backend != "onnxruntime":
         return 1
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
     return max(1, min(MAX_AUTO_WORKERS, cores // max(1, intra_op_threads or cores)))
 
 

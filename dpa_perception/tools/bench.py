@@ -13,10 +13,10 @@ import numpy as np
 
 from dpa_perception.core.errors import ConfigError
 from dpa_perception.core.image_codec import IMAGE_SUFFIXES, read_image
+from dpa_perception.core.machine import cpu_summary
 from dpa_perception.core.types import INPUT_SHAPE_POLICIES, MODES
 from dpa_perception.inference.engine import DualModeEngine
 from dpa_perception.tools.cli_common import Parser, add_engine_args, engine_folder, int_in, ort_options, run_cli
-from dpa_perception.tools.machine import cpu_summary
 
 MAX_BATCH = 256  # frames per timed call (each a full-size copy in memory)
 

@@ -1,4 +1,5 @@
-"""The machine a benchmark ran on: CPU model, cores and the instruction sets INT8 speed depends on."""
+"""The machine a benchmark or a build measurement ran on: CPU model, cores and the instruction sets INT8
+speed depends on."""
 
 from __future__ import annotations
 
@@ -31,3 +32,16 @@ def cpu_summary(cpuinfo: str | None = None) -> str:
     model, flags = cpu_model_and_flags(cpuinfo)
     have = " ".join(f for f in FEATURES if f in flags) or "none of " + " ".join(FEATURES)
     return f"CPU: {model}, {os.cpu_count()} logical CPUs, {platform.machine()}; features: {have}"
+
+
+def usable_cores() -> int:
+    """The logical CPUs this process may run on (its affinity mask, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def machine_key(cpuinfo: str | None = None, cores: int | None = None) -> str:
+    """What a speed measurement holds for: CPU model, its features, the usable cores and the architecture
+    (a measurement from another machine, or the same one with fewer cores, is not this machine's)."""
+    model, flags = cpu_model_and_flags(cpuinfo)
+    have = "+".join(f for f in FEATURES if f in flags) or "-"
+    return f"{model}|{platform.machine()}|{have}|{usable_cores() if cores is None else cores} cores"
