@@ -285,7 +285,7 @@ def assemble(
 
 def resolve_throughput(cfg: RuntimeConfig, engine: Any = None) -> tuple[RuntimeConfig, ThroughputChoice]:
     """``cfg`` with its threads per call (``ort_intra_op_threads`` 0: measured) and its batch (at most
-    ``max_batch``: the smallest measured within 5 % of the best rate) from the engine folder's
+    ``max_batch``: the best measured rate, the smallest within 2 % of it) from the engine folder's
     ``throughput`` measurement on this machine (:mod:`dpa_perception.core.throughput`); TensorRT runs
     ``max_batch`` (its engines' profile). ``engine``: one already loaded (its threads are fixed)."""
     if cfg.backend != "onnxruntime":

@@ -128,11 +128,13 @@ def _with_throughput(src: Path, dst: Path, rate_of_batch: dict[int, float]) -> P
     return dst
 
 
-@pytest.mark.parametrize(("rates", "batch"), [({1: 100.0, 2: 150.0, 4: 180.0}, 4), ({1: 100.0, 2: 102.0, 4: 103.0}, 1)])
+@pytest.mark.parametrize(("rates", "batch"), [({1: 100.0, 2: 150.0, 4: 180.0}, 4), ({1: 100.0, 2: 101.0, 4: 101.5}, 1),
+                                              ({1: 100.0, 2: 130.0, 4: 90.0}, 2)])
 def test_fast_replay_of_a_multicamera_bag_batches_cameras_where_batching_pays(
         yolox_engine_dir: Path, testdata: Path, tmp_path: Path, rates: dict, batch: int) -> None:
-    """Cameras due together share a batch, up to max_batch (4, rsu_cpu.yaml), when the build measured
-    batching faster here; where it measured it no faster, frames run one by one (less latency)."""
+    """Cameras due together share a batch, up to max_batch (4, rsu_cpu.yaml), as far as the build measured
+    batching faster here: no further than the best measured rate, and where it measured it no faster
+    (within 2 %), frames run one by one."""
     engine_dir = _with_throughput(yolox_engine_dir, tmp_path / "engine", rates)
     topics = _multicam_bag(tmp_path / "multicam", testdata)
     out = tmp_path / "out"

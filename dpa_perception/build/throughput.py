@@ -20,7 +20,9 @@ from dpa_perception.core.preprocess import canvas_hw, letterbox_batch
 from dpa_perception.core.throughput import BATCHES, THREADS
 from dpa_perception.core.worker import MAX_AUTO_WORKERS
 
-RUN_S = 0.4  # each worker calls for about this long per (threads, batch), after one unmeasured call
+RUN_S = 0.15  # each worker calls for about this long per (threads, batch) and round, after one unmeasured call
+ROUNDS = 3  # every configuration once per round, rounds interleaved: the median of each is kept (a shared
+# machine's slow moments land on one round of each configuration, not on all of one)
 
 
 def _rate(session: OnnxRuntimeSession, x: np.ndarray, workers: int, run_s: float) -> float:
@@ -47,27 +49,36 @@ def _rate(session: OnnxRuntimeSession, x: np.ndarray, workers: int, run_s: float
 
 
 def measure_throughput(paths: dict[str, Path], spec: ModelSpec, frame: np.ndarray, shapes: tuple[str, ...],
-                       dynamic_batch: bool, run_s: float = RUN_S) -> dict[str, Any]:
-    """The ``throughput`` section: frames per second by variant, input shape, threads and batch (string
-    keys, as JSON has them), with the machine it was measured on and the workers per thread count."""
+                       dynamic_batch: bool, run_s: float = RUN_S, rounds: int = ROUNDS) -> dict[str, Any]:
+    """The ``throughput`` section: frames per second (median over ``rounds`` interleaved rounds) by
+    variant, input shape, threads and batch (string keys, as JSON has them), with the machine it was
+    measured on and the workers per thread count."""
     cores = usable_cores()
     threads = [t for t in THREADS if t <= cores]
     batches = list(BATCHES) if dynamic_batch else [1]
     workers = {t: max(1, min(MAX_AUTO_WORKERS, cores // t)) for t in threads}
-    rates: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    for mode, path in paths.items():
-        for t in threads:
-            s = OnnxRuntimeSession(path, Placement("cpu"), OrtOptions(intra_op_threads=t))
-            try:
+    inputs = {}
+    for shape in shapes:
+        one, _ = letterbox_batch([frame], spec, canvas_hw([frame.shape[:2]], spec, shape))
+        inputs[shape] = {b: np.repeat(one, b, axis=0) for b in batches}
+    sessions = {(m, t): OnnxRuntimeSession(path, Placement("cpu"), OrtOptions(intra_op_threads=t))
+                for m, path in paths.items() for t in threads}  # fmt: skip
+    samples: dict[tuple[str, str, int, int], list[float]] = {}
+    try:
+        for _ in range(rounds):
+            for (mode, t), s in sessions.items():
                 for shape in shapes:
-                    canvas = canvas_hw([frame.shape[:2]], spec, shape)
-                    one, _ = letterbox_batch([frame], spec, canvas)
-                    row = rates.setdefault(mode, {}).setdefault(shape, {}).setdefault(str(t), {})
                     for b in batches:
-                        row[str(b)] = round(_rate(s, np.repeat(one, b, axis=0), workers[t], run_s), 1)
-            finally:
-                s.close()
-    return {"machine": machine_key(), "workers": {str(t): w for t, w in workers.items()}, "frames_per_s": rates}
+                        rate = _rate(s, inputs[shape][b], workers[t], run_s)
+                        samples.setdefault((mode, shape, t, b), []).append(rate)
+    finally:
+        for s in sessions.values():
+            s.close()
+    rates: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for (mode, shape, t, b), v in samples.items():
+        rates.setdefault(mode, {}).setdefault(shape, {}).setdefault(str(t), {})[str(b)] = round(float(np.median(v)), 1)
+    return {"machine": machine_key(), "workers": {str(t): w for t, w in workers.items()}, "rounds": rounds,
+            "frames_per_s": rates}
 
 
 def describe_throughput(section: dict[str, Any]) -> str:

@@ -56,8 +56,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               "has no measurement for this machine).", min=0, max=256),
     ParamSpec("max_batch", INT, 4,
               "Most frames (one per camera) run in one engine call. With the onnxruntime backend and a dpa-build "
-              "throughput measurement for this machine, the smallest batch up to it within 5 % of the best "
-              "measured rate (a bigger batch that is not faster only adds latency); /diagnostics says which.",
+              "throughput measurement for this machine, the batch up to it with the best measured rate (the "
+              "smallest within 2 % of it; a batch measured slower is never used); /diagnostics says which.",
               min=1, max=64),
     ParamSpec("max_frame_width", INT, 4096, "Widest frame accepted (px); checked before decoding.", min=16,
               max=65536),

@@ -4,8 +4,10 @@ dpa-build runs each variant on each input shape at every (threads, batch) of :da
 :data:`BATCHES` the way the node would, with one inference worker per that many cores running at once,
 and records the frames per second of all of them together (the manifest's ``throughput`` section,
 with the machine it ran on). ``ort_intra_op_threads: 0`` and ``max_batch: 0`` take their values from
-that table: the threads per call that give the most frames per second, and the smallest batch within
-:data:`BATCH_GAIN` of that thread count's best rate (a bigger batch only adds latency). A folder
+that table: the threads per call that give the most frames per second, and the batch with the best
+rate for that thread count (the smallest within :data:`BATCH_TIE` of it). The batch is a cap: the
+scheduler only fills it when that many cameras wait, i.e. under load, where the rate is what counts;
+a batch measured slower (cache pressure) is never used. A folder
 without the table, or measured on another machine (CPU, features, cores), gives the fallbacks, and
 says so.
 """
@@ -18,7 +20,7 @@ from typing import Any
 
 THREADS: tuple[int, ...] = (1, 2)
 BATCHES: tuple[int, ...] = (1, 2, 4, 8)
-BATCH_GAIN = 0.05  # a bigger batch must raise the rate by 5 % to be worth its added latency
+BATCH_TIE = 0.02  # within 2 % of the best rate, the smaller batch (less latency per call)
 THREADS_TIE = 0.03  # within 3 % of the best rate, fewer threads per call (more calls in parallel) win
 FALLBACK_THREADS = 1
 
@@ -55,8 +57,8 @@ def _table(section: Mapping[str, Any] | None, modes: tuple[str, ...], shape: str
 
 def choose_throughput(section: Mapping[str, Any] | None, shape: str, modes: Iterable[str], machine: str,
                       threads: int, max_batch: int) -> ThroughputChoice:
-    """The threads per call (``threads`` when set, > 0; else measured) and the batch (at most ``max_batch``,
-    the smallest measured within :data:`BATCH_GAIN` of the best rate) to run.
+    """The threads per call (``threads`` when set, > 0; else measured) and the batch (at most ``max_batch``:
+    the best measured rate, the smallest within :data:`BATCH_TIE` of it) to run.
 
     ``machine``: this machine's :func:`~dpa_perception.core.machine.machine_key` (its last field is the
     usable cores). Without a measurement for this machine: ``threads`` or 1, and ``max_batch``.
@@ -81,7 +83,7 @@ def choose_throughput(section: Mapping[str, Any] | None, shape: str, modes: Iter
         if not usable:
             continue
         cheapest = min(usable.values())
-        b = min(b for b, ms in usable.items() if ms <= cheapest * (1 + BATCH_GAIN))
+        b = min(b for b, ms in usable.items() if ms <= cheapest * (1 + BATCH_TIE))
         rates[t] = (1000.0 / usable[b], b)
     if not rates:
         return ThroughputChoice(threads or FALLBACK_THREADS, cap, None,
