@@ -87,4 +87,4 @@ def test_int8_agrees_with_high_on_real_street_images(engine: DualModeEngine, rec
     record_property("yolo11n_int8_vs_high", total.as_dict())
     print(f"\nYOLO11n INT8 vs high (IoU 0.5, score 0.25, class-aware): {total.as_dict()}")
     assert total.n_ref >= 15
-    assert total.recall >= 0.8 and total.precision >= 0.8, total.as_dict()  # a floor against regressions
+    assert total.recall >= 0.88 and total.precision >= 0.88, total.as_dict()  # a floor against regressions (0.94 / 0.94 here)
