@@ -175,12 +175,19 @@ def test_sigkill_mid_build_leaves_hidden_litter_that_the_next_run_removes(testda
     assert (out / "manifest.json").read_text() == "old engine"
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("sig", "rc"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_sigterm_or_ctrl_c_mid_build_removes_its_temp_folder(testdata: Path, tmp_path: Path, sig: int, rc: int) -> None:
     out = _engine_like(tmp_path / "eng", "old engine")
     cmd = [sys.executable, "-m", "dpa_perception.tools.build", str(testdata / "models" / YOLOX), "--calib",
            str(testdata / "images"), "--out", str(out), "--force", "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: a runner that started the tests in the background (SIGINT ignored, inherited)
+    # must not make the build deaf to the Ctrl-C this test sends
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)  # fmt: skip
     try:
         deadline = time.monotonic() + 25
         while time.monotonic() < deadline and not any((p / "high.onnx").exists() for p in _hidden(tmp_path, "eng")):
