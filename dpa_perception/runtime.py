@@ -295,8 +295,7 @@ def resolve_throughput(cfg: RuntimeConfig, engine: Any = None) -> tuple[RuntimeC
     manifest = getattr(engine, "manifest", None) if engine is not None else Manifest.load(Path(cfg.engine_dir))
     if manifest is None:  # an engine object without a folder's manifest (a test double): the settings as they are
         return cfg, ThroughputChoice(threads or 1, cfg.max_batch, None, "the engine has no manifest: as set")
-    rect = manifest.sections.get("rect")
-    shape, _ = resolve_input_shape(cfg.pipeline.input_shape, manifest.model.dynamic_hw, rect, cfg.rect_min_agreement)
+    shape, _ = _input_shape(manifest, manifest.model.dynamic_hw, cfg)
     choice = choose_throughput(manifest.sections.get("throughput"), shape, MODES, machine_key(), threads,
                                cfg.max_batch)  # fmt: skip
     pipeline = replace(cfg.pipeline, max_batch=choice.batch)
@@ -305,10 +304,12 @@ def resolve_throughput(cfg: RuntimeConfig, engine: Any = None) -> tuple[RuntimeC
 
 def input_shape_of(engine: Any, cfg: RuntimeConfig) -> tuple[str, str]:
     """The input shape policy ``cfg`` runs on ``engine`` (``auto`` resolved from its manifest), and why."""
-    manifest = getattr(engine, "manifest", None)
+    return _input_shape(getattr(engine, "manifest", None), bool(getattr(engine, "dynamic_hw", False)), cfg)
+
+
+def _input_shape(manifest: Manifest | None, dynamic_hw: bool, cfg: RuntimeConfig) -> tuple[str, str]:
     rect = manifest.sections.get("rect") if manifest is not None else None
-    return resolve_input_shape(cfg.pipeline.input_shape, bool(getattr(engine, "dynamic_hw", False)), rect,
-                               cfg.rect_min_agreement)  # fmt: skip
+    return resolve_input_shape(cfg.pipeline.input_shape, dynamic_hw, rect, cfg.rect_min_agreement)
 
 
 def _check_reused(engine: DualModeEngine, cfg: RuntimeConfig) -> None:

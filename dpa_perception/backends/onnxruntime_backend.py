@@ -14,6 +14,7 @@ import numpy as np
 
 from dpa_perception.backends.base import Placement
 from dpa_perception.core.errors import BackendError, ConfigError
+from dpa_perception.core.machine import cpu_model_and_flags
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -71,23 +72,15 @@ def ort_cache_dir() -> Path | None:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dpa_perception" / "ort"
 
 
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _cache_key(model_path: Path, options: OrtOptions, file_sha256: str | None) -> str:
     """The optimised graph is this file's (its sha256, computed here unless given), at this level, by
     this ONNX Runtime, for this CPU (ORT's layout transforms depend on the vector width)."""
     import onnxruntime as ort
 
     h = hashlib.sha256((file_sha256 or hashlib.sha256(model_path.read_bytes()).hexdigest()).encode())
-    h.update(f"{ort.__version__}|{options.graph_optimization}|{platform.machine()}|{_cpu_flags()}".encode())
+    model, flags = cpu_model_and_flags()
+    cpu = " ".join(sorted(flags)) or model
+    h.update(f"{ort.__version__}|{options.graph_optimization}|{platform.machine()}|{cpu}".encode())
     return h.hexdigest()[:32]
 
 
