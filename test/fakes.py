@@ -40,7 +40,7 @@ class FakeEngine:
     def supports(self, input_shape: str) -> bool:
         return input_shape in ("square", "rect")
 
-    def infer(self, frames: Sequence[np.ndarray], mode: str, input_shape: str = "square") -> BatchResult:
+    def infer(self, frames: Sequence[np.ndarray], mode: str, input_shape: str = "square", scale: float = 1.0) -> BatchResult:
         n = len(frames)
         inf = self.fixed_ms + self.per_frame_ms * n
         self.calls.append((mode, n, input_shape))
@@ -87,7 +87,7 @@ class CostEngine:
     def supports(self, input_shape: str) -> bool:
         return input_shape == "square"
 
-    def infer(self, frames: Sequence[np.ndarray], mode: str, input_shape: str = "square") -> BatchResult:
+    def infer(self, frames: Sequence[np.ndarray], mode: str, input_shape: str = "square", scale: float = 1.0) -> BatchResult:
         fixed, per = self.cost[mode]
         inf = fixed + per * len(frames)
         self.calls.append((mode, len(frames)))
@@ -119,7 +119,7 @@ class TimedEngine:
     def supports(self, input_shape: str) -> bool:
         return True
 
-    def infer(self, frames: Sequence[np.ndarray], mode: str, input_shape: str = "square") -> BatchResult:
+    def infer(self, frames: Sequence[np.ndarray], mode: str, input_shape: str = "square", scale: float = 1.0) -> BatchResult:
         self.now[0] += int(self.infer_ms * 1e6)
         timing = StageTiming(1.0, self.infer_ms, 1.0)
         return BatchResult([Detections.empty() for _ in frames], mode, timing)  # type: ignore[arg-type]

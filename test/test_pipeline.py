@@ -401,11 +401,11 @@ def test_worker_survives_an_engine_failure_and_reports_it() -> None:
     real_infer = engine.infer
     calls = {"n": 0}
 
-    def flaky(frames, mode, input_shape="square"):  # the first batch fails, the rest work
+    def flaky(frames, mode, input_shape="square", scale=1.0):  # the first batch fails, the rest work
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("device lost")
-        return real_infer(frames, mode, input_shape)
+        return real_infer(frames, mode, input_shape, scale)
 
     engine.infer = flaky  # type: ignore[method-assign]
     p = Pipeline(engine, PipelineConfig(), clock_ns=time.monotonic_ns)

@@ -105,10 +105,10 @@ def test_a_camera_that_keeps_failing_does_not_lead_every_batch() -> None:
     engine = FakeEngine(clock)
     real = engine.infer
 
-    def infer(frames: Any, mode: Any, input_shape: str = "square") -> Any:
+    def infer(frames: Any, mode: Any, input_shape: str = "square", scale: float = 1.0) -> Any:
         if any(int(f[0, 0, 1]) == 99 for f in frames):
             raise ValueError("bad frame")
-        return real(frames, mode, input_shape)
+        return real(frames, mode, input_shape, scale)
 
     engine.infer = infer  # type: ignore[method-assign]
     p = Pipeline(engine, PipelineConfig(precision_mode="high", max_batch=2, latency_budget_ms=1000.0),  # type: ignore[arg-type]
@@ -205,9 +205,9 @@ def test_start_and_stop_race_never_runs_two_workers() -> None:
 
 def test_stop_waits_for_the_running_batch_and_reports_when_it_cannot() -> None:
     class Slow(FakeEngine):
-        def infer(self, frames: Any, mode: Any, input_shape: str = "square") -> Any:
+        def infer(self, frames: Any, mode: Any, input_shape: str = "square", scale: float = 1.0) -> Any:
             time.sleep(0.6)
-            return super().infer(frames, mode, input_shape)
+            return super().infer(frames, mode, input_shape, scale)
 
     p = Pipeline(Slow(None), PipelineConfig(worker_stop_timeout_s=0.1), clock_ns=time.monotonic_ns,  # type: ignore[arg-type]
                  visibility=FakeVisibility())  # type: ignore[arg-type]
@@ -257,14 +257,14 @@ def test_two_workers_keep_two_batches_in_flight_and_each_camera_in_order() -> No
     running = [0]
 
     class Slow(FakeEngine):
-        def infer(self, frames: Any, mode: Any, input_shape: str = "square") -> Any:
+        def infer(self, frames: Any, mode: Any, input_shape: str = "square", scale: float = 1.0) -> Any:
             with lock:
                 running[0] += 1
                 worst["parallel"] = max(worst["parallel"], running[0])
             time.sleep(0.03)
             with lock:
                 running[0] -= 1
-            return super().infer(frames, mode, input_shape)
+            return super().infer(frames, mode, input_shape, scale)
 
     p = Pipeline(Slow(None), PipelineConfig(inference_workers=2, max_batch=1, latency_budget_ms=10_000.0,  # type: ignore[arg-type]
                                             precision_mode="high"),

@@ -88,7 +88,7 @@ class DecodingFakeEngine:
     def close(self) -> None:
         self.closed = True
 
-    def infer(self, frames: Sequence[np.ndarray], mode: str, input_shape: str = "square") -> BatchResult:
+    def infer(self, frames: Sequence[np.ndarray], mode: str, input_shape: str = "square", scale: float = 1.0) -> BatchResult:
         thr = self.decode.score_threshold
         self.thresholds_seen.append(thr)
         keep = CANDIDATES[CANDIDATES[:, 4] >= thr]

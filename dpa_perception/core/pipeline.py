@@ -390,9 +390,7 @@ class Pipeline:
         t_start = self.steady_ns()
         mode, scale = lane
         frames = [it.p.frame for it in items]
-        # a reduced scale only ever comes from the engine's own ladder: an engine without one is called as before
-        res = (self.engine.infer(frames, mode, cfg.input_shape) if scale == 1.0 else
-               self.engine.infer(frames, mode, cfg.input_shape, scale=scale))
+        res = self.engine.infer(frames, mode, cfg.input_shape, scale)
         n = len(items)
         if len(res.detections) != n:
             raise RuntimeError(f"the engine returned {len(res.detections)} results for {n} frames")
